@@ -1,0 +1,31 @@
+import amqp, { type ChannelModel } from 'amqplib';
+
+export type { ChannelModel };
+export type { Channel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+
+/** The one durable topic exchange every event goes through (DESIGN.md "Events"). */
+export const EVENTS_EXCHANGE = 'strangler.events';
+
+let open = 0;
+/** Connections opened through `connectAmqp` and not yet closed in this process (leak checks). */
+export const openAmqpConnections = () => open;
+
+/**
+ * Opens a connection named `name` (visible in the management UI and `rabbitmqctl`), failing
+ * after 10 s without an answer. Callers handle `error`/`close` and reconnect themselves; this
+ * only counts opens and closes.
+ */
+export async function connectAmqp(url: string, name: string): Promise<ChannelModel> {
+  // The timeout bounds the TCP connect and the AMQP handshake: a broker that accepts the socket
+  // but never answers (starting up, overloaded) must not hang a reconnect loop forever.
+  const conn = await amqp.connect(url, { clientProperties: { connection_name: name }, timeout: 10_000 });
+  open++;
+  let counted = true;
+  conn.connection.on('close', () => {
+    if (counted) open--;
+    counted = false;
+  });
+  // An 'error' is always followed by 'close'; a listener keeps it from becoming uncaught.
+  conn.on('error', () => {});
+  return conn;
+}

@@ -1,0 +1,76 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  AppError,
+  ResilientGrpcClient,
+  bindGrpcServer,
+  currentContext,
+  grpc,
+  loadProto,
+  runWithContext,
+  shutdownGrpcServer,
+  unary,
+} from '../src/index.ts';
+
+const proto = loadProto(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/echo.proto')) as any;
+let calls = 0;
+
+async function startServer(port = 0) {
+  const server = new grpc.Server();
+  server.addService(proto.echo.Echo.service, {
+    say: unary(async (req: { message: string; failWith: string; delayMs: number }) => {
+      calls++;
+      if (req.delayMs) await new Promise((r) => setTimeout(r, req.delayMs));
+      if (req.failWith) throw new AppError(req.failWith, 404, 'nothing here', { id: 'x' });
+      return { message: req.message, requestId: currentContext()?.requestId ?? '' };
+    }),
+  });
+  const bound = await bindGrpcServer(server, port);
+  return { server, port: bound };
+}
+
+const first = await startServer();
+afterAll(() => shutdownGrpcServer(first.server, 100));
+
+const newClient = (port: number, opts = {}) => {
+  const client = new ResilientGrpcClient(new proto.echo.Echo(`127.0.0.1:${port}`, grpc.credentials.createInsecure()), 'echo', opts, { resetTimeout: 60_000 });
+  afterAll(() => client.close());
+  return client;
+};
+
+describe('ResilientGrpcClient', () => {
+  it('carries the request id to the server in metadata', async () => {
+    const client = newClient(first.port);
+    const reply = await runWithContext({ requestId: 'req-123' }, () => client.call<object, { message: string; requestId: string }>('say', { message: 'hi' }));
+    expect(reply).toEqual({ message: 'hi', requestId: 'req-123' });
+  });
+
+  it('rebuilds the coded application error without retrying it or opening the breaker', async () => {
+    const client = newClient(first.port);
+    const before = calls;
+    for (let i = 0; i < 8; i++) {
+      await expect(client.call('say', { message: 'x', failWith: 'THING_NOT_FOUND' })).rejects.toMatchObject({ code: 'THING_NOT_FOUND', status: 404, details: { id: 'x' } });
+    }
+    expect(calls - before).toBe(8);
+    expect(client.breaker.opened).toBe(false);
+  });
+
+  it('gives up at the deadline with a 504, retrying the configured number of times', async () => {
+    const client = newClient(first.port, { deadlineMs: 50, attempts: 2, backoff: { baseMs: 1, maxMs: 1 } });
+    const before = calls;
+    await expect(client.call('say', { message: 'slow', delayMs: 300 })).rejects.toMatchObject({ status: 504, code: 'UPSTREAM_TIMEOUT' });
+    expect(calls - before).toBe(2);
+  });
+
+  it('opens the breaker when the service is down, then fails fast without network calls', async () => {
+    const down = await startServer();
+    await shutdownGrpcServer(down.server, 10);
+    const client = newClient(down.port, { deadlineMs: 200, attempts: 1 });
+    for (let i = 0; i < 5; i++) await expect(client.call('say', { message: 'x' })).rejects.toMatchObject({ status: 503 });
+    expect(client.breaker.opened).toBe(true);
+    const started = Date.now();
+    await expect(client.call('say', { message: 'x' })).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
+    expect(Date.now() - started).toBeLessThan(50);
+  });
+});
