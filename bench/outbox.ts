@@ -1,0 +1,373 @@
+/**
+ * `npm run bench:outbox`: the outbox pipeline end to end, commit to consumer-applied, on the
+ * configured Postgres and RabbitMQ. Prints one JSON line:
+ *
+ *   {"eventsPerSec", "p50Ms", "p99Ms", "ceilingCommitsPerSec", ...details}
+ *
+ * - ceilingCommitsPerSec: plain commits/s of the same business + outbox inserts with no relay
+ *   and no NOTIFY (`strangler.outbox_notify = off` for the database), CLIENTS clients;
+ * - eventsPerSec: events/s applied by the consumer (its own database, inbox, version rule)
+ *   while the same CLIENTS clients commit as fast as they can with the relay running;
+ * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s.
+ *
+ * The relay runs as `npm run relay` would (a child process), the consumer in another child
+ * process, the producers here: three processes sharing the machine's cores with Postgres and
+ * RabbitMQ. Everything it creates (two databases, an exchange, queues) is removed at the end.
+ * Bounded: about a minute.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  amqpEnv,
+  connectAmqp,
+  createDb,
+  dropDatabase,
+  ensureDatabase,
+  loadConfig,
+  pgConnection,
+  pgEnv,
+  repoRoot,
+  type Knex,
+} from '@strangler/platform';
+import { appendEvent, consume, consumerQueues, createInboxSchema, createOutboxSchema, retryDelays } from '@strangler/outbox';
+
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
+const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 8);
+const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 10);
+const THROUGHPUT_WARMUP_SECONDS = 2;
+const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
+const LATENCY_RATE = 500;
+
+const env = loadConfig({ ...pgEnv, ...amqpEnv });
+const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
+const producerDb = tag;
+const consumerDb = `${tag}_svc`;
+const exchange = `${tag}.events`;
+const queue = `${tag}.orders`;
+const now = () => performance.timeOrigin + performance.now();
+
+type ToParent = { type: 'ready' } | { type: 'applied'; ids: string[]; at: number[]; rx: number[] };
+const debug = !!process.env.BENCH_DEBUG;
+
+if (process.argv[2] === '--consumer') await consumerProcess();
+else await main();
+
+async function consumerProcess() {
+  const db = createDb(pgConnection(env, consumerDb), { applicationName: 'bench-consumer', pool: { max: 6 } });
+  const received = new Map<string, number>();
+  const consumer = await consume({
+    queue,
+    bindings: ['order.*'],
+    db,
+    amqpUrl: env.AMQP_URL,
+    exchange,
+    // The batch forms: one statement for the versions and one for the effects of a whole batch.
+    // Events carry the entity's full state, so of several events of one order in a batch the
+    // last one's state is the result.
+    handler: {
+      async versionsOf(trx, events) {
+        const { rows } = await trx.raw<{ rows: Array<{ id: string; version: number }> }>('select id, version from orders_replica where id = any(?::text[])', [events.map((e) => e.aggregateId)]);
+        const versions = new Map(rows.map((r) => [r.id, r.version]));
+        return events.map((e) => versions.get(e.aggregateId) ?? null);
+      },
+      async applyAll(trx, events) {
+        if (debug) for (const e of events) received.set(e.id, now());
+        const last = new Map(events.map((e) => [e.aggregateId, e]));
+        const rows = [...last.values()];
+        await trx.raw(
+          `insert into orders_replica (id, version, total_cents, items)
+           select * from unnest(?::text[], ?::int[], ?::int[], ?::jsonb[])
+           on conflict (id) do update set version = excluded.version, total_cents = excluded.total_cents, items = excluded.items`,
+          [rows.map((e) => e.aggregateId), rows.map((e) => e.aggregateVersion), rows.map((e) => (e.payload as { totalCents: number }).totalCents), rows.map((e) => JSON.stringify((e.payload as { items: unknown }).items))],
+        );
+      },
+    },
+  });
+  let ids: string[] = [];
+  let at: number[] = [];
+  let rx: number[] = [];
+  consumer.events.on('consumer:batch:committed', ({ applied }) => {
+    const t = now();
+    for (const e of applied) {
+      ids.push(e.id);
+      at.push(t);
+      if (debug) {
+        rx.push(received.get(e.id) ?? t);
+        received.delete(e.id);
+      }
+    }
+  });
+  const flush = setInterval(() => {
+    if (!ids.length) return;
+    process.send!({ type: 'applied', ids, at, rx } satisfies ToParent);
+    ids = [];
+    at = [];
+    rx = [];
+  }, 50);
+  process.send!({ type: 'ready' } satisfies ToParent);
+  process.once('SIGTERM', async () => {
+    clearInterval(flush);
+    await consumer.stop();
+    await db.destroy();
+    process.exit(0);
+  });
+}
+
+/** One business transaction: a new order and its `order.placed` event. */
+async function placeOrder(knex: Knex, n: number): Promise<string> {
+  return knex.transaction(async (trx) => {
+    const id = `o-${process.pid}-${n}`;
+    const items = [{ sku: 'SKU-1', quantity: 2, unitPriceCents: 1250 }];
+    await trx('orders').insert({ id, version: 1, status: 'placed', total_cents: 2500, items: JSON.stringify(items) });
+    const { id: eventId } = await appendEvent(trx, {
+      aggregateType: 'order',
+      aggregateId: id,
+      aggregateVersion: 1,
+      eventType: 'order.placed',
+      payload: { id, status: 'placed', totalCents: 2500, currency: 'EUR', items },
+      origin: 'bench',
+    });
+    return eventId;
+  });
+}
+
+/** CLIENTS loops committing as fast as they can for `seconds`; returns commits and their times. */
+async function saturate(knex: Knex, seconds: number, counter: { n: number }): Promise<{ commits: number; start: number; end: number }> {
+  const start = now();
+  const end = start + seconds * 1_000;
+  let commits = 0;
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      while (now() < end) {
+        await placeOrder(knex, counter.n++);
+        commits++;
+      }
+    }),
+  );
+  return { commits, start, end: now() };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function main() {
+  const children: ChildProcess[] = [];
+  const connection = pgConnection(env, producerDb);
+  const pools: Knex[] = [];
+  const pool = (max: number) => {
+    const k = createDb(connection, { applicationName: 'bench-producer', pool: { min: max, max } });
+    pools.push(k);
+    return k;
+  };
+  const deadline = setTimeout(() => {
+    console.error('bench:outbox did not finish within 3 minutes; giving up');
+    process.exitCode = 1;
+    void cleanup().finally(() => process.exit(1));
+  }, 180_000);
+
+  async function cleanup() {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.exitCode === null ? Promise.race([once(c, 'exit'), sleep(10_000)]) : null)));
+    await Promise.all(pools.splice(0).map((p) => p.destroy()));
+    await dropDatabase(connection, producerDb, { force: true }).catch(() => {});
+    await dropDatabase(connection, consumerDb, { force: true }).catch(() => {});
+    const conn = await connectAmqp(env.AMQP_URL, `${tag}-cleanup`).catch(() => null);
+    if (conn) {
+      const ch = await conn.createChannel();
+      const q = consumerQueues(queue);
+      for (const name of [q.events, q.dead, ...new Set(retryDelays().map((d) => q.retry(d)))]) await ch.deleteQueue(name).catch(() => {});
+      await ch.deleteExchange(exchange).catch(() => {});
+      await conn.close().catch(() => {});
+    }
+  }
+
+  try {
+    await ensureDatabase(connection, producerDb);
+    await ensureDatabase(connection, consumerDb);
+    {
+      const k = createDb(connection, { applicationName: 'bench-setup', pool: { max: 1 } });
+      await createOutboxSchema(k);
+      await k.raw(`create table orders (id text primary key, version int not null, status text not null, total_cents int not null, items jsonb not null, created_at timestamptz not null default now())`);
+      await k.destroy();
+      const c = createDb(pgConnection(env, consumerDb), { applicationName: 'bench-setup', pool: { max: 1 } });
+      await createInboxSchema(c);
+      await c.raw(`create table orders_replica (id text primary key, version int not null, total_cents int not null, items jsonb not null)`);
+      await c.destroy();
+    }
+    const admin = createDb(connection, { applicationName: 'bench-admin', pool: { max: 1 } });
+    pools.push(admin);
+    const counter = { n: 0 };
+
+    // 1. Ceiling: no relay, no NOTIFY (database default, so every new session has it off).
+    await admin.raw(`alter database "${producerDb}" set strangler.outbox_notify = 'off'`);
+    const ceilingPool = pool(CLIENTS);
+    await ceilingPool.raw('select 1');
+    const ceilingNodeCpu = cpuSeconds([process.pid]);
+    const ceiling = await saturate(ceilingPool, CEILING_SECONDS, counter);
+    if (debug) {
+      const pids = (await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [producerDb])).rows.map((r: { pid: number }) => r.pid);
+      console.error(`ceiling CPU µs per commit: ${JSON.stringify({ producerNode: Math.round(((cpuSeconds([process.pid]) - ceilingNodeCpu) / ceiling.commits) * 1e6), producerPg: Math.round((cpuSeconds(pids) / ceiling.commits) * 1e6) })}`);
+    }
+    const ceilingCommitsPerSec = ceiling.commits / ((ceiling.end - ceiling.start) / 1_000);
+    await ceilingPool.destroy();
+    await admin.raw(`alter database "${producerDb}" reset strangler.outbox_notify`);
+    await admin.raw('truncate outbox, orders');
+    await admin.raw('vacuum analyze outbox');
+    await admin.raw('vacuum analyze orders');
+
+    // 2. Relay and consumer up.
+    const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+    const relay = spawn(process.execPath, [...profile, '--import', 'tsx', 'outbox/src/relay-main.ts', '--db', producerDb], {
+      cwd: repoRoot,
+      env: { ...process.env, RELAY_EXCHANGE: exchange, RELAY_METRICS_PORT: '0', LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    children.push(relay);
+    const consumerChild = fork(fileURLToPath(import.meta.url), ['--consumer'], {
+      execArgv: [...profile, '--import', 'tsx'],
+      env: { ...process.env, BENCH_TAG: tag },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    children.push(consumerChild);
+    const applied = new Map<string, number>();
+    const receivedAt = new Map<string, number>();
+    let appliedTotal = 0;
+    const ready = new Promise<void>((resolve) =>
+      consumerChild.on('message', (m: ToParent) => {
+        if (m.type === 'ready') resolve();
+        else {
+          appliedTotal += m.ids.length;
+          m.ids.forEach((id, i) => applied.set(id, m.at[i]!));
+          if (debug) m.ids.forEach((id, i) => receivedAt.set(id, m.rx[i]!));
+        }
+      }),
+    );
+    await Promise.race([ready, sleep(30_000).then(() => Promise.reject(new Error('the consumer did not start within 30 s')))]);
+    const written = counter.n; // ceiling rows were truncated: only count from here
+    const producers = pool(CLIENTS);
+    await producers.raw('select 1');
+    // Warm up relay and consumer (connections, prepared statements, JIT).
+    for (let i = 0; i < 50; i++) await placeOrder(producers, counter.n++);
+    await waitUntil(() => appliedTotal >= 50, 20_000, 'the warm-up events to arrive');
+
+    // 3. Throughput: as fast as CLIENTS clients commit, relay and consumer running.
+    // Per-process CPU; Postgres backends by application_name (a backend absent before counts from 0).
+    const accounts = async (before?: Map<string, number>) => {
+      const { rows } = await admin.raw(`select application_name as app, pid from pg_stat_activity where datname in (?, ?)`, [producerDb, consumerDb]);
+      let beam: number[] = [];
+      try {
+        beam = execFileSync('pgrep', ['-f', 'beam.smp']).toString().trim().split('\n').map(Number);
+      } catch {
+        // no broker process visible
+      }
+      const groups: Record<string, number[]> = { producerNode: [process.pid], relayNode: [relay.pid!], consumerNode: [consumerChild.pid!], rabbitmq: beam, producerPg: [], relayPg: [], consumerPg: [] };
+      for (const r of rows as Array<{ app: string; pid: number }>) {
+        const g = r.app.startsWith('bench-producer') ? 'producerPg' : r.app.startsWith('strangler-relay') ? 'relayPg' : r.app.startsWith('bench-consumer') ? 'consumerPg' : null;
+        if (g) groups[g]!.push(r.pid);
+      }
+      const perPid = new Map<string, number>();
+      const out: Record<string, number> = {};
+      for (const [g, pids] of Object.entries(groups)) {
+        out[g] = 0;
+        for (const pid of pids) {
+          const v = cpuSeconds([pid]);
+          perPid.set(`${g}:${pid}`, v);
+          out[g] += v - (before?.get(`${g}:${pid}`) ?? 0);
+        }
+      }
+      return { out, perPid };
+    };
+    const cpuBefore = debug ? await accounts() : null;
+    const samples: Array<[number, number]> = [];
+    const sampler = setInterval(() => samples.push([now(), appliedTotal]), 100);
+    const run = await saturate(producers, THROUGHPUT_SECONDS, counter);
+    clearInterval(sampler);
+    const from = samples.find(([t]) => t >= run.start + THROUGHPUT_WARMUP_SECONDS * 1_000)!;
+    const to = samples.at(-1)!;
+    const eventsPerSec = (to[1] - from[1]) / ((to[0] - from[0]) / 1_000);
+    const producedPerSec = run.commits / ((run.end - run.start) / 1_000);
+    await waitUntil(() => appliedTotal >= counter.n - written, 60_000, 'the backlog to drain');
+    const drainedAfterMs = Math.round(now() - run.end);
+    if (cpuBefore) {
+      const { out } = await accounts(cpuBefore.perPid);
+      const events = counter.n - written;
+      console.error(`CPU µs per event during throughput+drain: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / events) * 1e6)])))}`);
+    }
+
+    // 4. Latency at a steady 500 events/s: commit time here, applied time in the consumer.
+    const committed = new Map<string, number>();
+    const latencyStart = now();
+    const total = LATENCY_SECONDS * LATENCY_RATE;
+    const inflight: Array<Promise<void>> = [];
+    for (let i = 0; i < total; i++) {
+      const due = latencyStart + (i * 1_000) / LATENCY_RATE;
+      const wait = due - now();
+      if (wait > 0) await sleep(wait);
+      inflight.push(placeOrder(producers, counter.n++).then((id) => void committed.set(id, now())));
+    }
+    await Promise.all(inflight);
+    await waitUntil(() => [...committed.keys()].every((id) => applied.has(id)), 30_000, 'the latency events to arrive');
+    const latencies = [...committed].map(([id, t]) => applied.get(id)! - t).sort((a, b) => a - b);
+    if (process.env.BENCH_DEBUG) {
+      const perSecond: number[][] = [];
+      for (const [id, t] of committed) (perSecond[Math.floor((t - latencyStart) / 1_000)] ??= []).push(applied.get(id)! - t);
+      console.error('latency p50/p99 per second:', perSecond.map((v) => { v.sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; }).join(' '));
+      const { rows } = await admin.raw(`select id, extract(epoch from published_at) * 1000 as p from outbox where id = any(?::uuid[])`, [[...committed.keys()]]);
+      const stage = (f: (id: string, t: number) => number) => { const v = [...committed].map(([id, t]) => f(id, t)).sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; };
+      const pub = new Map<string, number>(rows.map((r: { id: string; p: number }) => [r.id, Number(r.p)]));
+      console.error('commit->published', stage((id, t) => pub.get(id)! - t), 'published->received', stage((id) => receivedAt.get(id)! - pub.get(id)!), 'received->applied', stage((id) => applied.get(id)! - receivedAt.get(id)!));
+      console.error('applied per 100 ms during the throughput run:', samples.map(([, n], i) => (i ? n - samples[i - 1]![1] : 0)).join(' '));
+    }
+
+    const result = {
+      eventsPerSec: Math.round(eventsPerSec),
+      p50Ms: round(percentile(latencies, 50)),
+      p99Ms: round(percentile(latencies, 99)),
+      ceilingCommitsPerSec: Math.round(ceilingCommitsPerSec),
+      ratio: round(eventsPerSec / ceilingCommitsPerSec),
+      producedPerSec: Math.round(producedPerSec),
+      drainedAfterMs,
+      clients: CLIENTS,
+      latencySamples: latencies.length,
+      maxMs: round(latencies.at(-1)!),
+    };
+    console.log(JSON.stringify(result));
+  } finally {
+    clearTimeout(deadline);
+    await cleanup();
+  }
+}
+
+/** CPU seconds (user + system) of Linux processes, for BENCH_DEBUG accounting. */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // exited
+    }
+  }
+  return ticks / 100;
+}
+
+function round(x: number) {
+  return Math.round(x * 100) / 100;
+}
+
+function sleep(ms: number) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function waitUntil(check: () => boolean, timeoutMs: number, what: string) {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}

@@ -1,0 +1,325 @@
+import { EventEmitter } from 'node:events';
+import {
+  backoffDelay,
+  connectAmqp,
+  EVENTS_EXCHANGE,
+  isTransientDbError,
+  sleep,
+  withTimeout,
+  type Channel,
+  type ChannelModel,
+  type ConfirmChannel,
+  type ConsumeMessage,
+  type Knex,
+} from '@strangler/platform';
+import { fromMessage, HEADERS, type ReceivedEvent } from '../envelope.ts';
+import { applyBatch, type EventHandler, type Outcome } from './apply-batch.ts';
+import { safeEmitConsumer, type ConsumerEventMap, type ConsumerEvents } from './events.ts';
+import { sendCopy } from './retry.ts';
+import { consumerQueues, declareConsumerTopology, retryDelays, type RetryPolicy } from './topology.ts';
+
+export interface ConsumeOptions {
+  /**
+   * The consumer's name and the base of its queues: `<queue>.events`, `<queue>.retry.<ms>ms`,
+   * `<queue>.dead`; also its key in the inbox table. E.g. `notification` (tests: `${broker.prefix}.notification`).
+   */
+  queue: string;
+  /** Routing-key patterns bound to `<queue>.events`, e.g. `['order.*']`. Bind every event type of an aggregate you sync, or the version rule sees gaps. */
+  bindings: string[];
+  handler: EventHandler;
+  /** The consumer's own database (holds the inbox and the entities). Pool size should be at least `concurrency`. */
+  db: Knex;
+  amqpUrl: string;
+  /** Default `strangler.events`. */
+  exchange?: string;
+  /** Unacknowledged messages the broker hands this consumer at once. Default 200. */
+  prefetch?: number;
+  /** Transactions running in parallel; events of one aggregate always share one lane, in arrival order. Default 4. */
+  concurrency?: number;
+  /** Most messages applied in one transaction. Default 50. */
+  batchSize?: number;
+  /** Delay-queue retries before a message is parked in `<queue>.dead`. */
+  retry?: RetryPolicy;
+  /** Apply the first version seen of an entity absent here, instead of requiring version 1. Default false. */
+  acceptFirstSeen?: boolean;
+  /** Acknowledge without effect events whose origin is this (a service ignores its own echoes). */
+  ignoreOrigin?: string;
+}
+
+export interface Consumer {
+  readonly queue: string;
+  readonly events: ConsumerEvents;
+  /** Stops taking messages, lets running transactions finish (at most ~5 s), closes the connection. */
+  stop(): Promise<void>;
+}
+
+interface Generation {
+  conn: ChannelModel;
+  ch: Channel;
+  pub: ConfirmChannel;
+  alive: boolean;
+  tag?: string;
+}
+
+interface Delivery {
+  gen: Generation;
+  msg: ConsumeMessage;
+  event: ReceivedEvent;
+}
+
+interface Lane {
+  queue: Delivery[];
+  running: Promise<void> | null;
+}
+
+// Serialization failures and deadlocks are retried in place up to 5 times, then count as a
+// failed delivery; lost connections and restarts are retried for as long as they last.
+const CONTENTION_CODES = new Set(['40001', '40P01']);
+const MAX_CONTENTION_RETRIES = 5;
+
+/**
+ * Consumes `<queue>.events`: each message takes effect at most once and events of an aggregate
+ * apply in version order.
+ *
+ * Invariants: a message is acked only after the transaction that applied it (and wrote its id to
+ * the inbox) committed, or after a copy of it was confirmed in a delay or parking queue; a
+ * redelivered message finds its inbox row and has no second effect; an event whose version is
+ * not the next one is never applied (gaps go round the delay queues until the predecessor lands
+ * or the attempts run out).
+ *
+ * Failure modes: a lost broker connection drops the messages not yet started (the broker
+ * redelivers them) and reconnects with backoff (up to 250 ms, 500 ms ... capped at 5 s); a lost
+ * database connection retries the same batch in place with the same backoff, holding its lane;
+ * a handler error rolls the batch back and replays it one message per transaction, so only the
+ * failing message goes to the delay queues, then to `<queue>.dead` after `maxAttempts`.
+ * Resolves once consuming; rejects if the first connection or topology declaration fails.
+ */
+export async function consume(options: ConsumeOptions): Promise<Consumer> {
+  const {
+    queue: name,
+    bindings,
+    handler,
+    db,
+    amqpUrl,
+    exchange = EVENTS_EXCHANGE,
+    prefetch = 200,
+    concurrency = 4,
+    batchSize = 50,
+    retry = {},
+    acceptFirstSeen = false,
+    ignoreOrigin,
+  } = options;
+  if (!name) throw new Error('consume: `queue` (the consumer name) is required.');
+  if (!bindings.length) throw new Error(`consume(${name}): give at least one binding, e.g. ["order.*"].`);
+  const queues = consumerQueues(name);
+  const delays = retryDelays(retry);
+  const maxAttempts = delays.length + 1;
+  const events: ConsumerEvents = new EventEmitter<ConsumerEventMap>();
+  const emit = <K extends keyof ConsumerEventMap>(n: K, ...args: ConsumerEventMap[K]) => safeEmitConsumer(events, n, ...args);
+  const lanes: Lane[] = Array.from({ length: concurrency }, () => ({ queue: [], running: null }));
+  let current: Generation | null = null;
+  let stopped = false;
+  const stopping = new AbortController();
+  let reconnecting: Promise<void> | null = null;
+
+  async function open(): Promise<Generation> {
+    const conn = await connectAmqp(amqpUrl, `${name}-consumer`);
+    try {
+      const ch = await conn.createChannel();
+      const pub = await conn.createConfirmChannel();
+      const gen: Generation = { conn, ch, pub, alive: true };
+      const lost = (error?: unknown) => onLost(gen, error);
+      conn.on('close', lost);
+      ch.on('close', lost);
+      pub.on('close', lost);
+      ch.on('error', (error: unknown) => emit('consumer:error', { queue: name, component: 'amqp', error }));
+      pub.on('error', (error: unknown) => emit('consumer:error', { queue: name, component: 'amqp', error }));
+      await declareConsumerTopology(ch, { exchange, queues, bindings, delays });
+      await ch.prefetch(prefetch);
+      if (stopped) throw new Error('consumer stopped');
+      current = gen;
+      const { consumerTag } = await ch.consume(queues.events, (msg) => onMessage(gen, msg), { noAck: false });
+      gen.tag = consumerTag;
+      emit('consumer:connected', { queue: name });
+      return gen;
+    } catch (err) {
+      await conn.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  function onLost(gen: Generation, error?: unknown) {
+    if (!gen.alive) return;
+    gen.alive = false;
+    void gen.conn.close().catch(() => {});
+    for (const lane of lanes) lane.queue = lane.queue.filter((d) => d.gen !== gen);
+    if (stopped) return;
+    emit('consumer:connection:lost', { queue: name, error });
+    reconnecting ??= (async () => {
+      for (let attempt = 0; !stopped; attempt++) {
+        await sleep(50 + backoffDelay(attempt, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
+        if (stopped) break;
+        try {
+          await open();
+          break;
+        } catch (error) {
+          emit('consumer:error', { queue: name, component: 'amqp', error });
+        }
+      }
+    })().finally(() => {
+      reconnecting = null;
+    });
+  }
+
+  function onMessage(gen: Generation, msg: ConsumeMessage | null) {
+    if (!msg) return onLost(gen, new Error(`the broker cancelled the consumer of ${queues.events} (queue deleted?)`));
+    if (!gen.alive || stopped) return;
+    let event: ReceivedEvent;
+    try {
+      event = fromMessage(msg);
+    } catch (err) {
+      void retryOrPark(gen, msg, null, (err as Error).message, true);
+      return;
+    }
+    const lane = lanes[laneOf(`${event.aggregateType}\u0000${event.aggregateId}`, concurrency)]!;
+    lane.queue.push({ gen, msg, event });
+    lane.running ??= runLane(lane).finally(() => {
+      lane.running = null;
+      if (lane.queue.length && !stopped) lane.running = runLane(lane);
+    });
+  }
+
+  async function runLane(lane: Lane) {
+    while (lane.queue.length && !stopped) {
+      const gen = lane.queue[0]!.gen;
+      let n = 0;
+      while (n < lane.queue.length && n < batchSize && lane.queue[n]!.gen === gen) n++;
+      const batch = lane.queue.splice(0, n);
+      if (gen.alive) await processBatch(batch);
+    }
+  }
+
+  async function processBatch(batch: Delivery[]): Promise<void> {
+    const gen = batch[0]!.gen;
+    let contention = 0;
+    for (let attempt = 0; ; attempt++) {
+      if (!gen.alive) return; // the broker redelivers them
+      let outcomes: Outcome[];
+      try {
+        outcomes = await applyBatch(db, { consumer: name, handler, acceptFirstSeen, ignoreOrigin }, batch.map((d) => d.event));
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        const contended = typeof code === 'string' && CONTENTION_CODES.has(code);
+        if ((contended && ++contention <= MAX_CONTENTION_RETRIES) || (!contended && isTransientDbError(err))) {
+          emit('consumer:error', { queue: name, component: 'db', error: err });
+          if (stopped) return;
+          await sleep(contended ? 10 * contention : 50 + backoffDelay(attempt, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
+          if (stopped) return;
+          continue;
+        }
+        if (batch.length > 1) {
+          // Find the failing message: one transaction each, in order.
+          for (const d of batch) await processBatch([d]);
+          return;
+        }
+        emit('consumer:error', { queue: name, component: 'handler', error: err });
+        await retryOrPark(gen, batch[0]!.msg, batch[0]!.event, describe(err), false);
+        return;
+      }
+      const applied: ReceivedEvent[] = [];
+      let duplicates = 0;
+      let ignored = 0;
+      const gaps: Array<Promise<void>> = [];
+      batch.forEach((d, i) => {
+        const o = outcomes[i]!;
+        if (o.kind === 'gap') {
+          gaps.push(retryOrPark(gen, d.msg, d.event, `version gap: ${d.event.aggregateType} ${d.event.aggregateId} is at version ${o.local ?? 'none'} here, event has ${d.event.aggregateVersion}`, false));
+          return;
+        }
+        if (o.kind === 'applied') applied.push(d.event);
+        else if (o.kind === 'duplicate') duplicates++;
+        else ignored++;
+        ack(gen, d.msg);
+      });
+      emit('consumer:batch:committed', { queue: name, applied, duplicates, ignored });
+      await Promise.all(gaps);
+      return;
+    }
+  }
+
+  /** Sends a failed delivery to the delay queue of its attempt, or parks it; acks the original once the copy is confirmed. */
+  async function retryOrPark(gen: Generation, msg: ConsumeMessage, event: ReceivedEvent | null, error: string, malformed: boolean) {
+    const attempts = (event?.attempts ?? (Number(msg.properties.headers?.[HEADERS.attempts] ?? 0) || 0)) + 1;
+    const id = event?.id ?? String(msg.properties.messageId ?? '(no id)');
+    const reason = error.slice(0, 1_000);
+    try {
+      if (malformed || attempts >= maxAttempts) {
+        await sendCopy(gen.pub, queues.dead, msg, {
+          [HEADERS.attempts]: attempts,
+          [HEADERS.parkedError]: reason,
+          [HEADERS.parkedAt]: new Date().toISOString(),
+          [HEADERS.lastError]: null,
+        });
+        ack(gen, msg);
+        emit('consumer:message:parked', { queue: name, id, attempts, error: reason });
+      } else {
+        const delayMs = delays[attempts - 1]!;
+        await sendCopy(gen.pub, queues.retry(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason });
+        ack(gen, msg);
+        emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
+      }
+    } catch (err) {
+      // Not acked: the broker redelivers the original once this channel is gone.
+      emit('consumer:error', { queue: name, component: 'amqp', error: err });
+    }
+  }
+
+  function ack(gen: Generation, msg: ConsumeMessage) {
+    if (!gen.alive) return;
+    try {
+      gen.ch.ack(msg);
+    } catch {
+      // channel already closed: the message is redelivered and the inbox absorbs it
+    }
+  }
+
+  await open();
+
+  return {
+    queue: name,
+    events,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      stopping.abort();
+      const gen = current;
+      if (gen?.alive && gen.tag) await gen.ch.cancel(gen.tag).catch(() => {});
+      for (const lane of lanes) lane.queue = [];
+      await Promise.race([Promise.allSettled(lanes.map((l) => l.running)), sleep(5_000)]);
+      await reconnecting;
+      const last = current;
+      if (last) {
+        // Channel close handshakes first: the broker then has processed our last acks, which a
+        // bare connection close can drop (they would only come back as harmless redeliveries).
+        const wasAlive = last.alive;
+        last.alive = false; // from here on, channel 'close' events are ours, not a loss
+        if (wasAlive) await withTimeout(Promise.all([last.ch.close(), last.pub.close()]), 2_000, 'channel close timed out').catch(() => {});
+        await last.conn.close().catch(() => {});
+      }
+      emit('consumer:stopped', { queue: name });
+    },
+  };
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown };
+  const msg = typeof e?.message === 'string' ? e.message : String(err);
+  return typeof e?.code === 'string' ? `${e.code}: ${msg}` : msg;
+}
+
+/** FNV-1a: a stable lane per aggregate, so its events stay in arrival order. */
+function laneOf(key: string, lanes: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % lanes;
+}

@@ -1,0 +1,115 @@
+import type { GetMessage } from 'amqplib';
+import { connectAmqp, type ConfirmChannel } from '@strangler/platform';
+import { HEADERS } from '../envelope.ts';
+import { sendCopy } from './retry.ts';
+import { consumerQueues } from './topology.ts';
+
+export interface ParkedMessage {
+  id: string;
+  type: string;
+  aggregateType?: string;
+  aggregateId?: string;
+  aggregateVersion?: number;
+  attempts: number;
+  error: string;
+  parkedAt?: string;
+  /** The message body as text (the event envelope). */
+  body: string;
+}
+
+export interface ParkedOptions {
+  amqpUrl: string;
+  /** The consumer name given to `consume({ queue })`. */
+  queue: string;
+  /** Most messages to read. Default 100. */
+  limit?: number;
+}
+
+/**
+ * Reads parked messages without removing them: each is fetched unacknowledged and returned to
+ * the queue when the channel closes (RabbitMQ puts requeued messages back in their place).
+ * `total` is the queue's length; at most `limit` messages are listed.
+ */
+export async function listParked({ amqpUrl, queue, limit = 100 }: ParkedOptions): Promise<{ total: number; messages: ParkedMessage[] }> {
+  return withDeadQueue(amqpUrl, queue, async (ch, dead) => {
+    const { messageCount } = await ch.checkQueue(dead);
+    const messages: ParkedMessage[] = [];
+    for (let i = 0; i < Math.min(limit, messageCount); i++) {
+      const msg = await ch.get(dead, { noAck: false });
+      if (!msg) break;
+      messages.push(describeParked(msg));
+    }
+    return { total: messageCount, messages };
+  });
+}
+
+/**
+ * Sends parked messages back to `<queue>.events` with their attempt count reset (all of them up
+ * to `limit`, or only the one with messageId `id`), and removes each from the parking queue once
+ * the broker confirmed its copy. Replay after fixing the cause: a message that fails again is
+ * parked again after the full retry cycle. The inbox makes a replay of something that did take
+ * effect harmless.
+ */
+export async function replayParked({ amqpUrl, queue, limit = 1_000, id }: ParkedOptions & { id?: string }): Promise<{ replayed: ParkedMessage[]; remaining: number }> {
+  const { events } = consumerQueues(queue);
+  return withDeadQueue(amqpUrl, queue, async (ch, dead) => {
+    const { messageCount } = await ch.checkQueue(dead);
+    const replayed: ParkedMessage[] = [];
+    for (let i = 0; i < messageCount && replayed.length < limit; i++) {
+      const msg = await ch.get(dead, { noAck: false });
+      if (!msg) break;
+      const parked = describeParked(msg);
+      if (id !== undefined && parked.id !== id) continue; // left unacked: requeued on close
+      await sendCopy(ch, events, msg, {
+        [HEADERS.attempts]: 0,
+        [HEADERS.parkedError]: null,
+        [HEADERS.parkedAt]: null,
+        [HEADERS.lastError]: `replayed after: ${parked.error}`.slice(0, 1_000),
+        [HEADERS.replayedAt]: new Date().toISOString(),
+      });
+      ch.ack(msg);
+      replayed.push(parked);
+      if (id !== undefined) break;
+    }
+    return { replayed, remaining: messageCount - replayed.length };
+  });
+}
+
+async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: ConfirmChannel, dead: string) => Promise<T>): Promise<T> {
+  const { dead } = consumerQueues(queue);
+  const conn = await connectAmqp(amqpUrl, `${queue}-parked`);
+  try {
+    const ch = await conn.createConfirmChannel();
+    ch.on('error', () => {});
+    const result = await fn(ch, dead);
+    // The channel's close handshake makes the broker process our acks first (closing only the
+    // connection can drop them) and requeues every message fetched and not acked.
+    await ch.close();
+    return result;
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+function describeParked(msg: GetMessage): ParkedMessage {
+  const h = msg.properties.headers ?? {};
+  const body = msg.content.toString('utf8');
+  let envelope: { aggregateType?: string; aggregateId?: string; aggregateVersion?: number; type?: string } = {};
+  try {
+    envelope = JSON.parse(body);
+  } catch {
+    // a malformed message is listed as it is
+  }
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return {
+    id: String(msg.properties.messageId ?? '(no id)'),
+    type: String(msg.properties.type ?? envelope.type ?? ''),
+    aggregateType: str(h[HEADERS.aggregateType]) ?? envelope.aggregateType,
+    aggregateId: str(h[HEADERS.aggregateId]) ?? envelope.aggregateId,
+    aggregateVersion: Number(h[HEADERS.aggregateVersion] ?? envelope.aggregateVersion) || undefined,
+    attempts: Number(h[HEADERS.attempts] ?? 0) || 0,
+    error: str(h[HEADERS.parkedError]) ?? '',
+    parkedAt: str(h[HEADERS.parkedAt]),
+    body,
+  };
+}

@@ -1,0 +1,175 @@
+import type { Options } from 'amqplib';
+
+/**
+ * The event as it travels over AMQP (DESIGN.md "Events"): a JSON body that is self-describing
+ * (so a parked message can be read on its own) and the same facts in properties and headers
+ * (so brokers, tools and tracing can see them without parsing the body).
+ */
+export const HEADERS = {
+  aggregateType: 'x-aggregate-type',
+  aggregateId: 'x-aggregate-id',
+  aggregateVersion: 'x-aggregate-version',
+  origin: 'x-origin',
+  traceparent: 'traceparent',
+  requestId: 'x-request-id',
+  schemaVersion: 'x-schema-version',
+  /** Deliveries that failed so far (set by the consumer's retry path). */
+  attempts: 'x-attempts',
+  lastError: 'x-last-error',
+  /** Set on messages in `<consumer>.dead`. */
+  parkedError: 'x-parked-error',
+  parkedAt: 'x-parked-at',
+  replayedAt: 'x-replayed-at',
+} as const;
+
+/** A row as the relay claims it; `payload` stays JSON text, so it is never parsed and re-serialised. */
+export interface OutboxRow {
+  id: string;
+  seq: number;
+  aggregate_type: string;
+  aggregate_id: string;
+  aggregate_version: number;
+  event_type: string;
+  payload: string;
+  headers: Record<string, string>;
+  created_at: Date;
+}
+
+/** What a consumer's handler receives. */
+export interface ReceivedEvent<P = Record<string, unknown>> {
+  /** The outbox id, also the AMQP messageId and the inbox key. */
+  id: string;
+  /** `<aggregate>.<event>`, e.g. `order.placed`. */
+  type: string;
+  aggregateType: string;
+  aggregateId: string;
+  aggregateVersion: number;
+  /** Who handled the write (`monolith`, `order`, ...). */
+  origin: string;
+  /** When the business transaction wrote the event (ISO 8601). */
+  occurredAt: string;
+  schemaVersion: number;
+  payload: P;
+  traceparent?: string;
+  requestId?: string;
+  /** Other headers the writer attached. */
+  headers: Record<string, string>;
+  /** Earlier failed deliveries of this message (0 on the first). */
+  attempts: number;
+  redelivered: boolean;
+}
+
+interface Body {
+  id: string;
+  type: string;
+  aggregateType: string;
+  aggregateId: string;
+  aggregateVersion: number;
+  origin: string;
+  occurredAt: string;
+  schemaVersion: number;
+  headers: Record<string, string>;
+  payload: Record<string, unknown>;
+}
+
+const KNOWN_ROW_HEADERS = new Set(['origin', 'schemaVersion', 'traceparent', 'requestId']);
+
+export interface OutgoingMessage {
+  routingKey: string;
+  content: Buffer;
+  options: Options.Publish;
+}
+
+/** Builds the AMQP message for an outbox row: persistent, mandatory, routing key = event type. */
+export function toMessage(row: OutboxRow): OutgoingMessage {
+  const h = row.headers ?? {};
+  const extra: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) if (!KNOWN_ROW_HEADERS.has(k)) extra[k] = v;
+  const origin = h.origin ?? 'unknown';
+  const schemaVersion = Number(h.schemaVersion ?? 1);
+  const occurredAt = row.created_at.toISOString();
+  // The payload is spliced in as the JSON text Postgres returned: no parse/stringify per event.
+  const meta = JSON.stringify({
+    id: row.id,
+    type: row.event_type,
+    aggregateType: row.aggregate_type,
+    aggregateId: row.aggregate_id,
+    aggregateVersion: row.aggregate_version,
+    origin,
+    occurredAt,
+    schemaVersion,
+    headers: extra,
+  });
+  const content = Buffer.from(`${meta.slice(0, -1)},"payload":${row.payload}}`);
+  const headers: Record<string, string | number> = {
+    ...extra,
+    [HEADERS.aggregateType]: row.aggregate_type,
+    [HEADERS.aggregateId]: row.aggregate_id,
+    [HEADERS.aggregateVersion]: row.aggregate_version,
+    [HEADERS.origin]: origin,
+    [HEADERS.schemaVersion]: schemaVersion,
+  };
+  if (h.traceparent) headers[HEADERS.traceparent] = h.traceparent;
+  if (h.requestId) headers[HEADERS.requestId] = h.requestId;
+  return {
+    routingKey: row.event_type,
+    content,
+    options: {
+      persistent: true,
+      mandatory: true,
+      messageId: row.id,
+      type: row.event_type,
+      contentType: 'application/json',
+      timestamp: Math.floor(row.created_at.getTime() / 1000),
+      appId: origin,
+      headers,
+    },
+  };
+}
+
+export class MalformedMessageError extends Error {
+  readonly code = 'MALFORMED_MESSAGE';
+}
+
+interface IncomingMessage {
+  content: Buffer;
+  fields: { redelivered: boolean };
+  properties: { messageId?: unknown; type?: unknown; headers?: Record<string, unknown> };
+}
+
+/** Decodes a delivered message; throws MalformedMessageError when it cannot be an event. */
+export function fromMessage(msg: IncomingMessage): ReceivedEvent {
+  let body: Partial<Body>;
+  try {
+    body = JSON.parse(msg.content.toString('utf8')) as Partial<Body>;
+  } catch (err) {
+    throw new MalformedMessageError(`body is not JSON: ${(err as Error).message}`);
+  }
+  const headers = msg.properties.headers ?? {};
+  const id = typeof msg.properties.messageId === 'string' ? msg.properties.messageId : body.id;
+  const problems: string[] = [];
+  if (typeof id !== 'string' || !id) problems.push('no messageId');
+  if (typeof body.type !== 'string') problems.push('no type');
+  if (typeof body.aggregateType !== 'string') problems.push('no aggregateType');
+  if (typeof body.aggregateId !== 'string') problems.push('no aggregateId');
+  if (!Number.isInteger(body.aggregateVersion) || (body.aggregateVersion as number) < 1) problems.push('aggregateVersion is not a positive integer');
+  if (typeof body.payload !== 'object' || body.payload === null) problems.push('payload is not an object');
+  if (problems.length) throw new MalformedMessageError(`not an event envelope: ${problems.join(', ')}`);
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return {
+    id: id as string,
+    type: body.type as string,
+    aggregateType: body.aggregateType as string,
+    aggregateId: body.aggregateId as string,
+    aggregateVersion: body.aggregateVersion as number,
+    origin: body.origin ?? str(headers[HEADERS.origin]) ?? 'unknown',
+    occurredAt: body.occurredAt ?? '',
+    schemaVersion: body.schemaVersion ?? 1,
+    payload: body.payload as Record<string, unknown>,
+    traceparent: str(headers[HEADERS.traceparent]),
+    requestId: str(headers[HEADERS.requestId]),
+    headers: body.headers ?? {},
+    attempts: Number(headers[HEADERS.attempts] ?? 0) || 0,
+    redelivered: msg.fields.redelivered,
+  };
+}

@@ -1,0 +1,16 @@
+export * from './schema.ts';
+export * from './inbox-schema.ts';
+export * from './writer.ts';
+export { HEADERS, type ReceivedEvent } from './envelope.ts';
+export { createRelay, type Relay, type RelayOptions } from './relay/relay.ts';
+export { relayEnv, relayOptionsFromEnv } from './relay/config.ts';
+export { registerRelayMetrics } from './relay/metrics.ts';
+export { logRelayEvents } from './relay/logging.ts';
+export type { RelayEventMap, RelayEvents } from './relay/events.ts';
+export { consume, type Consumer, type ConsumeOptions } from './consumer/consume.ts';
+export type { EventHandler } from './consumer/apply-batch.ts';
+export { decideVersion, type VersionDecision } from './consumer/version-rule.ts';
+export { consumerQueues, retryDelays, type ConsumerQueues, type RetryPolicy } from './consumer/topology.ts';
+export { pruneInbox } from './consumer/inbox.ts';
+export { listParked, replayParked, type ParkedMessage, type ParkedOptions } from './consumer/parked.ts';
+export type { ConsumerEventMap, ConsumerEvents } from './consumer/events.ts';

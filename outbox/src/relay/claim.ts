@@ -1,0 +1,54 @@
+import type pg from 'pg';
+import type { OutboxRow } from '../envelope.ts';
+
+/**
+ * The claim query: the oldest unpublished rows that are due, in `seq` order, through the
+ * partial index on unpublished rows. No high-water mark: a transaction that commits late with
+ * a lower `seq` is simply found by the next claim. No row locks either: only the leader claims
+ * (relay/leader.ts), and it runs this on the very session that holds the lease, so a relay that
+ * lost its lease cannot claim or mark anything.
+ */
+const CLAIM = `
+  select id, seq, aggregate_type, aggregate_id, aggregate_version, event_type,
+         payload::text as payload, headers, created_at
+    from outbox
+   where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
+     and seq <> all($2::bigint[])
+   order by seq
+   limit $1`;
+
+/** Claims up to `limit` rows, leaving out `inFlight` (published, confirms awaited, not yet marked). */
+export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = []): Promise<OutboxRow[]> {
+  const { rows } = await session.query<OutboxRow>({ name: 'strangler_outbox_claim', text: CLAIM, values: [limit, inFlight] });
+  return rows;
+}
+
+/** Marks confirmed rows published, in one statement. */
+export async function markPublished(session: pg.Client, seqs: number[]): Promise<void> {
+  if (!seqs.length) return;
+  await session.query({
+    name: 'strangler_outbox_mark',
+    text: 'update outbox set published_at = now(), attempts = attempts + 1, last_error = null, next_attempt_at = null where seq = any($1::bigint[])',
+    values: [seqs],
+  });
+}
+
+/**
+ * Records a row the broker refused (unroutable or nacked) and schedules its next try: attempt n
+ * waits min(60 s, 2^n s), i.e. 2, 4, 8, 16, 32, 60, 60 ... s, so a missing binding costs one
+ * query a minute per row rather than a hot loop, and an added binding is picked up within a minute.
+ */
+export async function markRejected(session: pg.Client, rejected: Array<{ seq: number; reason: string }>): Promise<void> {
+  if (!rejected.length) return;
+  await session.query(
+    `update outbox o
+        set attempts = o.attempts + 1, last_error = r.reason,
+            next_attempt_at = now() + least(60, power(2, least(o.attempts + 1, 6))) * interval '1 second'
+       from unnest($1::bigint[], $2::text[]) as r(seq, reason)
+      where o.seq = r.seq`,
+    [rejected.map((r) => r.seq), rejected.map((r) => r.reason)],
+  );
+}
+
+/** Age in seconds of the oldest unpublished row, or 0 when the outbox is drained. */
+export const LAG_SQL = `select coalesce(extract(epoch from now() - (select created_at from outbox where published_at is null order by seq limit 1)), 0)::float8 as lag`;

@@ -1,0 +1,41 @@
+import { z } from 'zod';
+import { EVENTS_EXCHANGE, pgConnection, port, type PgEnv } from '@strangler/platform';
+import type { RelayOptions } from './relay.ts';
+
+const ms = (fallback: number, min = 1) => z.coerce.number().int().min(min).default(fallback);
+
+/** Environment of `npm run relay` (validated once by loadConfig, with pgEnv and amqpEnv). */
+export const relayEnv = {
+  RELAY_EXCHANGE: z.string().min(1).default(EVENTS_EXCHANGE),
+  RELAY_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(500),
+  RELAY_POLL_INTERVAL_MS: ms(1_000, 10),
+  RELAY_BUSY_POLL_MS: ms(5),
+  RELAY_NOTIFY: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('on'),
+  RELAY_CONFIRM_TIMEOUT_MS: ms(10_000, 100),
+  RELAY_LEASE_RETRY_MS: ms(1_000, 10),
+  RELAY_RETENTION_HOURS: z.coerce.number().min(0).default(24),
+  RELAY_RETENTION_INTERVAL_MS: ms(60_000, 100),
+  /** 9464 is the usual Prometheus exporter port; give each relay (one per database) its own. 0 picks a free one. */
+  RELAY_METRICS_PORT: port(9464),
+  RELAY_METRICS_HOST: z.string().default('127.0.0.1'),
+  RELAY_INSTANCE: z.string().optional(),
+};
+
+export type RelayEnv = Readonly<z.infer<z.ZodObject<typeof relayEnv>>> & PgEnv & { AMQP_URL: string };
+
+export function relayOptionsFromEnv(env: RelayEnv, database: string): RelayOptions {
+  return {
+    connection: pgConnection(env, database),
+    amqpUrl: env.AMQP_URL,
+    exchange: env.RELAY_EXCHANGE,
+    batchSize: env.RELAY_BATCH_SIZE,
+    pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
+    busyPollMs: env.RELAY_BUSY_POLL_MS,
+    notify: env.RELAY_NOTIFY === 'on',
+    confirmTimeoutMs: env.RELAY_CONFIRM_TIMEOUT_MS,
+    leaseRetryMs: env.RELAY_LEASE_RETRY_MS,
+    retentionMs: Math.round(env.RELAY_RETENTION_HOURS * 3_600_000),
+    retentionIntervalMs: env.RELAY_RETENTION_INTERVAL_MS,
+    instance: env.RELAY_INSTANCE,
+  };
+}

@@ -1,0 +1,40 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * The relay's lifecycle events. Metrics and logs hang off these (relay/metrics.ts, relay-main.ts)
+ * instead of being threaded through the code. Names are `relay:<component>:<what>`.
+ */
+export interface RelayEventMap {
+  'relay:started': [{ instance: string }];
+  'relay:stopped': [{ instance: string }];
+  'relay:leader:acquired': [{ instance: string }];
+  'relay:leader:lost': [{ instance: string; error?: unknown }];
+  'relay:leader:waiting': [{ instance: string }];
+  'relay:listen:connected': [];
+  'relay:listen:reconnecting': [{ attempt: number }];
+  'relay:listen:error': [{ error: unknown }];
+  'relay:amqp:connected': [];
+  'relay:amqp:error': [{ error: unknown }];
+  'relay:amqp:blocked': [{ reason: string }];
+  'relay:amqp:unblocked': [];
+  'relay:db:error': [{ error: unknown }];
+  /** The leader switched between waiting for NOTIFY (idle) and back-to-back polling (busy). */
+  'relay:mode': [{ mode: 'notify' | 'busy' | 'poll' }];
+  'relay:batch:published': [{ count: number; failed: number; durationMs: number }];
+  'relay:batch:failed': [{ count: number; error: unknown }];
+  /** A row the broker could not take (unroutable or nacked); it is retried after a backoff. */
+  'relay:publish:rejected': [{ id: string; eventType: string; reason: string }];
+  'relay:retention:deleted': [{ count: number }];
+  'relay:retention:error': [{ error: unknown }];
+}
+
+export type RelayEvents = EventEmitter<RelayEventMap>;
+
+/** Emits without letting a failing listener break the component that emitted. */
+export function safeEmit<K extends keyof RelayEventMap>(emitter: RelayEvents, name: K, ...args: RelayEventMap[K]): void {
+  try {
+    (emitter.emit as (n: K, ...a: RelayEventMap[K]) => boolean)(name, ...args);
+  } catch (err) {
+    process.emitWarning(`A listener of ${String(name)} threw: ${(err as Error)?.message ?? err}`);
+  }
+}

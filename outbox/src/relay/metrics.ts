@@ -1,0 +1,52 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { withTimeout } from '@strangler/platform';
+import type { Relay } from './relay.ts';
+
+/**
+ * Prometheus metrics of a relay, fed by its lifecycle events; the lag gauge queries the oldest
+ * unpublished row at scrape time (1 s bound, so a down database does not hang the scrape).
+ */
+export function registerRelayMetrics(relay: Relay, registry: Registry): void {
+  const registers = [registry];
+  const published = new Counter({ name: 'strangler_relay_published_total', help: 'Outbox rows published and confirmed by the broker.', registers });
+  const batches = new Counter({ name: 'strangler_relay_batches_total', help: 'Batches published.', registers });
+  const rejected = new Counter({ name: 'strangler_relay_rejected_total', help: 'Rows the broker refused (unroutable or nacked); retried later.', labelNames: ['reason'], registers });
+  const errors = new Counter({ name: 'strangler_relay_errors_total', help: 'Errors by component.', labelNames: ['component'], registers });
+  const batchSeconds = new Histogram({
+    name: 'strangler_relay_batch_duration_seconds',
+    help: 'Publish-and-confirm time of a batch.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers,
+  });
+  const leader = new Gauge({ name: 'strangler_relay_leader', help: '1 while this relay holds the leader lease.', registers });
+  const notifyMode = new Gauge({ name: 'strangler_relay_notify_mode', help: '1 while the leader waits for NOTIFY, 0 while it polls.', registers });
+  new Gauge({
+    name: 'strangler_relay_lag_seconds',
+    help: 'Age of the oldest unpublished outbox row (0 when drained).',
+    registers,
+    async collect() {
+      try {
+        this.set(await withTimeout(relay.lagSeconds(), 1_000, 'lag query timed out'));
+      } catch {
+        errors.inc({ component: 'metrics' });
+      }
+    },
+  });
+  leader.set(0);
+  const ev = relay.events;
+  ev.on('relay:batch:published', ({ count, durationMs }) => {
+    published.inc(count);
+    batches.inc();
+    batchSeconds.observe(durationMs / 1_000);
+  });
+  ev.on('relay:publish:rejected', ({ reason }) => rejected.inc({ reason: reason.startsWith('unroutable') ? 'unroutable' : 'nacked' }));
+  ev.on('relay:batch:failed', () => errors.inc({ component: 'batch' }));
+  ev.on('relay:db:error', () => errors.inc({ component: 'db' }));
+  ev.on('relay:amqp:error', () => errors.inc({ component: 'amqp' }));
+  ev.on('relay:listen:error', () => errors.inc({ component: 'listen' }));
+  ev.on('relay:retention:error', () => errors.inc({ component: 'retention' }));
+  ev.on('relay:leader:acquired', () => leader.set(1));
+  ev.on('relay:leader:lost', () => leader.set(0));
+  ev.on('relay:stopped', () => leader.set(0));
+  ev.on('relay:mode', ({ mode }) => notifyMode.set(mode === 'notify' ? 1 : 0));
+}

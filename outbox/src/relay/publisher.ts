@@ -1,0 +1,225 @@
+import { backoffDelay, connectAmqp, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
+import { toMessage, type OutboxRow } from '../envelope.ts';
+
+export interface PublisherOptions {
+  url: string;
+  exchange: string;
+  /** AMQP connection name (management UI, rabbitmqctl). */
+  connectionName: string;
+  /** A batch whose confirms have not all arrived after this long (not counting time the broker blocked us) is abandoned. */
+  confirmTimeoutMs: number;
+  onConnected(): void;
+  onError(err: unknown): void;
+  onBlocked(reason: string): void;
+  onUnblocked(): void;
+}
+
+export interface PublishResult {
+  /** Acked by the broker and routed to at least one queue. */
+  confirmed: OutboxRow[];
+  /** Refused by the broker: unroutable (returned) or nacked. Retried later with a backoff. */
+  rejected: Array<{ row: OutboxRow; reason: string }>;
+  /** Set when the channel or connection failed: rows in neither list stay unpublished. */
+  transportError?: unknown;
+}
+
+/**
+ * Publishes batches on a confirm channel: every message persistent and `mandatory`, the whole
+ * batch written without waiting (pausing on `drain`), then every confirm awaited.
+ *
+ * Invariants: a row is reported confirmed only after the broker's ack for it, and only if no
+ * basic.return came for it first (RabbitMQ sends the return of an unroutable mandatory message
+ * before its ack, on the same channel). A batch is never partly trusted after a transport
+ * failure: unconfirmed rows are simply left for the next attempt, which may duplicate them.
+ *
+ * Failure modes: a closed connection or channel (broker restart, close_all_connections,
+ * missing exchange) makes it reconnect in the background with jittered backoff (up to 250 ms,
+ * 500 ms, 1 s ... capped at 5 s), re-declaring the exchange; while the broker has blocked the
+ * connection (resource alarm) no batch starts and the confirm timeout is suspended.
+ */
+export class Publisher {
+  private conn: ChannelModel | null = null;
+  private channel: ConfirmChannel | null = null;
+  private returned = new Map<string, string>();
+  private stopped = false;
+  private loop: Promise<void> | null = null;
+  private failures = 0;
+  private blocked = false;
+  private readonly wake = new EventTarget();
+
+  constructor(private readonly opts: PublisherOptions) {}
+
+  get connected(): boolean {
+    return !!this.channel;
+  }
+
+  start(): void {
+    this.loop ??= this.connectLoop().finally(() => {
+      this.loop = null;
+    });
+  }
+
+  /** Waits until a channel is open and the broker does not block us; false if `signal` aborted. */
+  async ready(signal: AbortSignal): Promise<boolean> {
+    while (!signal.aborted && !this.stopped) {
+      if (this.channel && !this.blocked) return true;
+      this.start();
+      await this.changed(signal, 1_000);
+    }
+    return false;
+  }
+
+  async publish(rows: OutboxRow[]): Promise<PublishResult> {
+    const ch = this.channel;
+    const result: PublishResult = { confirmed: [], rejected: [] };
+    if (!ch) return { ...result, transportError: new Error('not connected to the broker') };
+    let closed: Error | null = null;
+    const onClose = () => (closed ??= new Error('channel closed while publishing'));
+    ch.once('close', onClose);
+    const outcomes: Array<Promise<void>> = [];
+    try {
+      for (const row of rows) {
+        if (closed) break;
+        const msg = toMessage(row);
+        let ok = true;
+        outcomes.push(
+          new Promise<void>((resolve) => {
+            try {
+              ok = ch.publish(this.opts.exchange, msg.routingKey, msg.content, msg.options, (err) => {
+                const returned = this.returned.get(row.id);
+                if (returned !== undefined) this.returned.delete(row.id);
+                if (closed) {
+                  // the channel died: whatever this callback says, the row is retried
+                } else if (err) result.rejected.push({ row, reason: 'nacked by the broker' });
+                else if (returned !== undefined) result.rejected.push({ row, reason: `unroutable: ${returned} (no queue is bound to routing key "${row.event_type}")` });
+                else result.confirmed.push(row);
+                resolve();
+              });
+            } catch (err) {
+              closed ??= err as Error;
+              resolve();
+            }
+          }),
+        );
+        if (!ok && !closed) await this.drained(ch, () => !!closed);
+      }
+      const all = Promise.all(outcomes);
+      // Confirm timeout, suspended while the broker blocks the connection.
+      let waited = 0;
+      for (;;) {
+        const done = await Promise.race([all.then(() => true), sleep(250).then(() => false)]);
+        if (done || closed) break;
+        if (!this.blocked) waited += 250;
+        if (waited >= this.opts.confirmTimeoutMs) {
+          closed = new Error(`no publisher confirms within ${this.opts.confirmTimeoutMs} ms`);
+          this.reset(ch);
+          break;
+        }
+      }
+    } finally {
+      ch.off('close', onClose);
+    }
+    return closed ? { ...result, transportError: closed } : result;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake.dispatchEvent(new Event('change'));
+    const conn = this.conn;
+    this.conn = null;
+    this.channel = null;
+    if (conn) await conn.close().catch(() => {});
+    // A connect in flight notices `stopped` and closes what it opened; don't wait on it for long.
+    await Promise.race([this.loop, sleep(2_000)]);
+  }
+
+  private async connectLoop(): Promise<void> {
+    while (!this.stopped && !this.channel) {
+      let conn: ChannelModel | null = null;
+      try {
+        conn = await connectAmqp(this.opts.url, this.opts.connectionName);
+        const c = conn;
+        c.on('close', () => this.onConnectionClosed(c));
+        c.on('blocked', (reason: string) => {
+          this.blocked = true;
+          this.opts.onBlocked(reason);
+        });
+        c.on('unblocked', () => {
+          this.blocked = false;
+          this.opts.onUnblocked();
+          this.wake.dispatchEvent(new Event('change'));
+        });
+        const ch = await c.createConfirmChannel();
+        ch.on('error', (err: unknown) => this.opts.onError(err));
+        ch.on('return', (msg: { properties: { messageId?: string }; fields: { replyText?: string } }) => {
+          if (msg.properties.messageId) this.returned.set(msg.properties.messageId, msg.fields.replyText ?? 'NO_ROUTE');
+        });
+        // A channel closed by the broker (e.g. the exchange was deleted: 404 on publish) takes
+        // the connection down with it, so one path (onConnectionClosed) handles every loss.
+        ch.on('close', () => {
+          if (this.conn === c) void c.close().catch(() => {});
+        });
+        await ch.assertExchange(this.opts.exchange, 'topic', { durable: true });
+        if (this.stopped) {
+          await c.close().catch(() => {});
+          return;
+        }
+        this.conn = c;
+        this.channel = ch;
+        this.returned = new Map();
+        this.blocked = false;
+        this.failures = 0;
+        this.opts.onConnected();
+        this.wake.dispatchEvent(new Event('change'));
+      } catch (err) {
+        this.opts.onError(err);
+        if (conn) await conn.close().catch(() => {});
+        await sleep(50 + backoffDelay(this.failures++, { baseMs: 250, maxMs: 5_000 }));
+      }
+    }
+  }
+
+  private onConnectionClosed(conn: ChannelModel) {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.channel = null;
+    this.blocked = false;
+    this.wake.dispatchEvent(new Event('change'));
+    if (!this.stopped) {
+      this.opts.onError(new Error('broker connection closed'));
+      this.start();
+    }
+  }
+
+  private reset(ch: ConfirmChannel) {
+    if (this.channel === ch && this.conn) void this.conn.close().catch(() => {});
+  }
+
+  private drained(ch: ConfirmChannel, isClosed: () => boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearInterval(timer);
+        ch.off('drain', done);
+        resolve();
+      };
+      ch.once('drain', done);
+      const timer = setInterval(() => {
+        if (isClosed() || this.stopped) done();
+      }, 100);
+    });
+  }
+
+  private changed(signal: AbortSignal, maxMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wake.removeEventListener('change', done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, maxMs);
+      this.wake.addEventListener('change', done, { once: true });
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+}

@@ -1,0 +1,65 @@
+import type { Knex } from 'knex';
+
+/** LISTEN channel the outbox trigger notifies; one per database by nature of LISTEN/NOTIFY. */
+export const OUTBOX_CHANNEL = 'strangler_outbox';
+
+/**
+ * The outbox table (DESIGN.md "Events"), the same in every database that publishes, plus the
+ * one-row `outbox_relay` table through which the relay steers the NOTIFY trigger.
+ *
+ * `seq` orders rows by insertion, not by commit: a transaction can commit after rows with a
+ * higher `seq`. So the relay never keeps a high-water mark; it publishes every row whose
+ * `published_at` is null, which a partial index keeps cheap however large the table grows.
+ * A row whose publication failed (unroutable, nacked) waits until `next_attempt_at`.
+ *
+ * The statement-level trigger sends one NOTIFY per inserting statement (Postgres folds
+ * duplicates within a transaction). Postgres serialises notifying commits (they hold a
+ * database-wide lock through the WAL flush, so group commit stops working): measured on
+ * 2 cores, 16 clients, 4,700 commits/s without and 2,800 with a NOTIFY in each. So it only
+ * fires while the relay wants waking: the leader clears `outbox_relay.notify` while it is
+ * busy polling anyway and sets it when it goes idle. A session or database can also switch it
+ * off for good: `set strangler.outbox_notify = 'off'`; the relay's poll then carries the load.
+ */
+export async function createOutboxSchema(knex: Knex): Promise<void> {
+  await knex.schema.createTable('outbox', (t) => {
+    t.uuid('id').primary();
+    t.specificType('seq', 'bigint generated always as identity').notNullable().unique();
+    t.text('aggregate_type').notNullable();
+    t.text('aggregate_id').notNullable();
+    t.integer('aggregate_version').notNullable();
+    t.text('event_type').notNullable();
+    t.jsonb('payload').notNullable();
+    t.jsonb('headers').notNullable().defaultTo('{}');
+    t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    t.timestamp('published_at', { useTz: true });
+    t.integer('attempts').notNullable().defaultTo(0);
+    t.text('last_error');
+    t.timestamp('next_attempt_at', { useTz: true });
+  });
+  await knex.raw('create index outbox_unpublished_idx on outbox (seq) where published_at is null');
+  await knex.raw('create index outbox_published_at_idx on outbox (published_at) where published_at is not null');
+  await knex.raw('create unique index outbox_aggregate_version_idx on outbox (aggregate_type, aggregate_id, aggregate_version)');
+  await knex.schema.createTable('outbox_relay', (t) => {
+    t.smallint('id').primary().defaultTo(1).checkIn(['1']);
+    t.boolean('notify').notNullable().defaultTo(true);
+    t.text('leader');
+    t.timestamp('leader_since', { useTz: true });
+  });
+  await knex('outbox_relay').insert({ id: 1 });
+  await knex.raw(`
+    create function outbox_notify() returns trigger language plpgsql as $$
+    begin
+      if coalesce(current_setting('strangler.outbox_notify', true), 'on') <> 'off'
+         and coalesce((select notify from outbox_relay where id = 1), true) then
+        perform pg_notify('${OUTBOX_CHANNEL}', '');
+      end if;
+      return null;
+    end $$`);
+  await knex.raw('create trigger outbox_notify after insert on outbox for each statement execute function outbox_notify()');
+}
+
+export async function dropOutboxSchema(knex: Knex): Promise<void> {
+  await knex.raw('drop table if exists outbox');
+  await knex.raw('drop table if exists outbox_relay');
+  await knex.raw('drop function if exists outbox_notify()');
+}

@@ -1,0 +1,64 @@
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import { currentContext } from '@strangler/platform';
+
+/** Version of the envelope and payload conventions; consumers may branch on it. */
+export const EVENT_SCHEMA_VERSION = 1;
+
+export interface NewEvent {
+  /** e.g. `order`, `user`: also the first part of the routing key. */
+  aggregateType: string;
+  aggregateId: string;
+  /** The entity's version after this change (DESIGN.md "Data ownership"). */
+  aggregateVersion: number;
+  /** `<aggregate>.<event>` in the past tense: `order.placed`. Used as the routing key. */
+  eventType: string;
+  /** The entity's full state after the change, plus anything the event means. */
+  payload: Record<string, unknown>;
+  /** Who handled the write (`monolith`, `notification`, ...); consumers drop their own echoes. */
+  origin: string;
+  headers?: Record<string, string>;
+}
+
+export interface AppendedEvent {
+  id: string;
+  seq: number;
+}
+
+const EVENT_TYPE = /^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$/;
+
+/**
+ * Appends one event to the outbox inside the caller's transaction, so the business write and
+ * its event commit or roll back together. Must be given a transaction, never a pool: an event
+ * written outside the business transaction could outlive a rolled-back write.
+ */
+export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promise<AppendedEvent> {
+  if (!trx.isTransaction) throw new Error('appendEvent needs the business transaction (knex.transaction), not a pool.');
+  if (!EVENT_TYPE.test(event.eventType) || !event.eventType.startsWith(`${event.aggregateType}.`)) {
+    throw new Error(`Invalid eventType "${event.eventType}": use "<aggregateType>.<past-tense verb>", e.g. "${event.aggregateType}.created".`);
+  }
+  if (!Number.isInteger(event.aggregateVersion) || event.aggregateVersion < 1) {
+    throw new Error(`Invalid aggregateVersion ${event.aggregateVersion} for ${event.aggregateType} ${event.aggregateId}: versions start at 1.`);
+  }
+  const ctx = currentContext();
+  const headers: Record<string, string> = {
+    origin: event.origin,
+    schemaVersion: String(EVENT_SCHEMA_VERSION),
+    ...(ctx?.traceparent ? { traceparent: ctx.traceparent } : {}),
+    ...(ctx?.requestId ? { requestId: ctx.requestId } : {}),
+    ...event.headers,
+  };
+  const id = randomUUID();
+  const [row] = await trx('outbox')
+    .insert({
+      id,
+      aggregate_type: event.aggregateType,
+      aggregate_id: event.aggregateId,
+      aggregate_version: event.aggregateVersion,
+      event_type: event.eventType,
+      payload: event.payload,
+      headers,
+    })
+    .returning(['seq']);
+  return { id, seq: Number(row.seq) };
+}

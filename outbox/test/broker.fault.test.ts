@@ -1,0 +1,75 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
+import { connectAmqp } from '@strangler/platform';
+import { consume } from '../src/index.ts';
+import { appliedCount, assertExactlyOnceInOrder, createDomainTables, execFileAsync, replicaHandler, spawnRelay, waitFor, writeStream } from './helpers.ts';
+
+// Disturbs the shared broker: runs in the `faults` project, alone.
+const db = await createTestDatabase('monolith');
+const broker = await createTestBroker();
+await createDomainTables(db.knex);
+
+const rabbitmqctl = (...args: string[]) => execFileAsync('rabbitmqctl', args, { timeout: 60_000 });
+
+/** Waits until the broker accepts AMQP connections again (bounded). */
+async function brokerUp(timeoutMs = 60_000) {
+  await rabbitmqctl('-q', 'await_startup').catch(() => {});
+  await waitFor('the broker to accept connections', async () => {
+    const conn = await connectAmqp(broker.url, `${broker.prefix}-probe`);
+    await conn.close();
+    return true;
+  }, timeoutMs);
+}
+// Whatever happens in the test, leave the broker running for everyone else.
+afterAll(async () => {
+  await rabbitmqctl('start_app').catch(() => {});
+  await brokerUp();
+}, 90_000);
+
+describe('broker failures mid-stream', () => {
+  it('when the broker closes every connection and then restarts, every event is still applied exactly once, in order', async () => {
+    const relay = spawnRelay(db, broker);
+    const consumer = await consume({
+      queue: `${broker.prefix}.faults`,
+      bindings: ['item.*'],
+      handler: replicaHandler(),
+      db: db.newPool('consumer'),
+      amqpUrl: broker.url,
+      exchange: broker.exchange,
+      retry: { maxAttempts: 10, baseMs: 200, maxMs: 1_000 },
+    });
+    let reconnects = 0;
+    consumer.events.on('consumer:connected', () => reconnects++);
+    try {
+      // ~500 events/s for ~10 s: the broker goes down while events are still being written.
+      let streaming = true;
+      const stream = writeStream(db.knex, { count: 5_000, aggregates: 80, writers: 4, pauseMs: 6 }).finally(() => (streaming = false));
+      await waitFor('events flowing', async () => (await appliedCount(db.knex)) > 200, 20_000);
+      const timeline: string[] = [`close_all_connections while streaming: ${streaming}`];
+      await rabbitmqctl('close_all_connections', 'test');
+      await waitFor('the consumer to reconnect', () => reconnects >= 1, 20_000);
+      const before = await appliedCount(db.knex);
+      await waitFor('events flowing again', async () => (await appliedCount(db.knex)) > before + 200, 20_000);
+      try {
+        timeline.push(`stop_app while streaming: ${streaming}`);
+        await rabbitmqctl('stop_app');
+        await new Promise((r) => setTimeout(r, 2_000));
+      } finally {
+        await rabbitmqctl('start_app');
+        await brokerUp();
+        timeline.push(`broker back while streaming: ${streaming}`);
+      }
+      console.info(timeline.join('; '));
+      await stream;
+      await waitFor('all 5,000 applied', async () => (await appliedCount(db.knex)) >= 5_000, 60_000);
+      await new Promise((r) => setTimeout(r, 300));
+      await assertExactlyOnceInOrder(db.knex, 5_000);
+      expect(reconnects).toBeGreaterThanOrEqual(2);
+      expect(timeline.slice(0, 2).join()).not.toMatch(/false/);
+      expect(relay.output.filter((l) => l.includes('connected to the broker')).length).toBeGreaterThanOrEqual(3);
+    } finally {
+      await relay.kill('SIGTERM');
+      await consumer.stop();
+    }
+  });
+});

@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
+import type { Channel, ChannelModel } from '@strangler/platform';
+import { consume, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
+import { toMessage } from '../src/envelope.ts';
+import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
+import { appliedCount, createDomainTables, replicaHandler, waitFor } from './helpers.ts';
+
+const db = await createTestDatabase('monolith');
+const broker = await createTestBroker();
+await createDomainTables(db.knex);
+const pool = db.newPool('consumer');
+
+let conn: ChannelModel;
+let ch: Channel;
+beforeAll(async () => {
+  conn = await broker.connect('publisher');
+  ch = await conn.createChannel();
+  await ch.assertExchange(broker.exchange, 'topic', { durable: true });
+});
+afterAll(() => conn.close());
+
+/** Publishes an item event the way the relay would (same envelope), bypassing the outbox. */
+function publish(aggregateId: string, version: number, { id = randomUUID() as string, origin = 'monolith', payload = {} as Record<string, unknown> } = {}): string {
+  const msg = toMessage({
+    id,
+    seq: 0,
+    aggregate_type: 'item',
+    aggregate_id: aggregateId,
+    aggregate_version: version,
+    event_type: version === 1 ? 'item.created' : 'item.updated',
+    payload: JSON.stringify({ id: aggregateId, ...payload }),
+    headers: { origin },
+    created_at: new Date(),
+  });
+  ch.publish(broker.exchange, msg.routingKey, msg.content, msg.options);
+  return id;
+}
+
+const consumers: Consumer[] = [];
+let n = 0;
+async function start(options: Partial<ConsumeOptions> = {}): Promise<Consumer> {
+  const c = await consume({
+    queue: `${broker.prefix}.c${n++}`,
+    bindings: ['item.*'],
+    handler: replicaHandler(),
+    db: pool,
+    amqpUrl: broker.url,
+    exchange: broker.exchange,
+    retry: { maxAttempts: 3, baseMs: 100, maxMs: 200 },
+    ...options,
+  });
+  consumers.push(c);
+  return c;
+}
+afterEach(async () => {
+  await Promise.all(consumers.splice(0).map((c) => c.stop()));
+  await db.knex.raw('truncate replica, applied, inbox');
+});
+
+const applied = () => db.knex('applied').orderBy('n').select('aggregate_id', 'version', 'event_id');
+const replicaVersion = async (id: string) => (await db.knex('replica').where({ id }).first())?.version ?? null;
+
+describe('consume', () => {
+  it('acks a redelivered message without a second effect (the inbox remembers it)', async () => {
+    const c = await start();
+    const committed = vi.fn();
+    c.events.on('consumer:batch:committed', committed);
+    const id = publish('dup', 1);
+    publish('dup', 1, { id });
+    await waitFor('both deliveries handled', () => committed.mock.calls.reduce((s, [e]) => s + e.applied.length + e.duplicates, 0) === 2);
+    expect(await applied()).toEqual([{ aggregate_id: 'dup', version: 1, event_id: id }]);
+    expect(await db.knex('inbox').where({ message_id: id }).first()).toMatchObject({ consumer: c.queue, event_type: 'item.created' });
+  });
+
+  it('applies only newer versions: an older or equal one is acked without effect', async () => {
+    await start();
+    publish('v', 1);
+    publish('v', 2);
+    await waitFor('v2 applied', async () => (await replicaVersion('v')) === 2);
+    publish('v', 2);
+    publish('v', 1);
+    const marker = publish('other', 1);
+    await waitFor('later message applied', async () => (await applied()).some((r) => r.event_id === marker));
+    expect((await applied()).filter((r) => r.aggregate_id === 'v').map((r) => r.version)).toEqual([1, 2]);
+  });
+
+  it('retries a version gap through the delay queue and applies it once its predecessor arrived, never out of order', async () => {
+    const c = await start();
+    const retries: number[] = [];
+    c.events.on('consumer:message:retrying', ({ attempts }) => retries.push(attempts));
+    publish('gap', 2);
+    await waitFor('the gap retried', () => retries.length > 0);
+    expect(await replicaVersion('gap')).toBeNull();
+    publish('gap', 1);
+    await waitFor('both applied', async () => (await replicaVersion('gap')) === 2, 5_000);
+    expect((await applied()).map((r) => r.version)).toEqual([1, 2]);
+  });
+
+  it('treats an absent entity as version 0 unless told to accept the first version seen', async () => {
+    await start({ acceptFirstSeen: true });
+    publish('mid', 5);
+    await waitFor('v5 applied', async () => (await replicaVersion('mid')) === 5);
+    publish('mid', 7);
+    publish('mid', 6);
+    await waitFor('v7 applied after v6', async () => (await replicaVersion('mid')) === 7, 5_000);
+    expect((await applied()).map((r) => r.version)).toEqual([5, 6, 7]);
+  });
+
+  it('ignores events of its own origin (no echo)', async () => {
+    const c = await start({ ignoreOrigin: 'order' });
+    const committed = vi.fn();
+    c.events.on('consumer:batch:committed', committed);
+    publish('echo', 1, { origin: 'order' });
+    const marker = publish('echo2', 1);
+    await waitFor('marker applied', async () => (await applied()).some((r) => r.event_id === marker));
+    expect(await replicaVersion('echo')).toBeNull();
+    expect(committed.mock.calls.reduce((s, [e]) => s + e.ignored, 0)).toBe(1);
+  });
+
+  it('parks a poison message after N tries while later messages keep flowing, lists it, and replays it', async () => {
+    let poisoned = true;
+    const c = await start({
+      handler: replicaHandler((e) => {
+        if (poisoned && e.aggregateId === 'poison') throw new Error('cannot apply poison');
+      }),
+    });
+    const parked = vi.fn();
+    c.events.on('consumer:message:parked', parked);
+    const poisonId = publish('poison', 1);
+    const later = Array.from({ length: 20 }, (_, i) => publish(`fine-${i}`, 1));
+    await waitFor('later messages applied', async () => (await appliedCount(db.knex)) === 20);
+    await waitFor('the poison parked', () => parked.mock.calls.length === 1, 5_000);
+    expect(parked.mock.calls[0]![0]).toMatchObject({ id: poisonId, attempts: 3, error: expect.stringMatching(/cannot apply poison/) });
+    expect((await applied()).map((r) => r.event_id).sort()).toEqual([...later].sort());
+
+    const listed = await listParked({ amqpUrl: broker.url, queue: c.queue });
+    expect(listed.total).toBe(1);
+    expect(listed.messages[0]).toMatchObject({ id: poisonId, type: 'item.created', aggregateId: 'poison', attempts: 3, error: expect.stringMatching(/cannot apply poison/) });
+    // Listing leaves it parked.
+    expect((await listParked({ amqpUrl: broker.url, queue: c.queue })).total).toBe(1);
+
+    poisoned = false;
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    try {
+      process.env.AMQP_URL = broker.url;
+      expect(await parkedCommand.run({ positionals: [c.queue], values: {} })).toBe(0);
+      expect(log.mock.calls.flat().join('\n')).toMatch(new RegExp(`${poisonId}[\\s\\S]*cannot apply poison[\\s\\S]*1 parked`));
+      expect(await parkedCommand.run({ positionals: [c.queue], values: { replay: true, id: poisonId } })).toBe(0);
+    } finally {
+      log.mockRestore();
+    }
+    await waitFor('the replayed message applied', async () => (await replicaVersion('poison')) === 1, 5_000);
+    // The broker applies the ack asynchronously: the queue length follows shortly.
+    await waitFor('the parking queue empty', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 0, 3_000);
+  });
+
+  it('with the batch forms (versionsOf, applyAll), applies a burst per aggregate in version order and skips duplicates and gaps', async () => {
+    const batches: number[] = [];
+    await start({
+      batchSize: 50,
+      concurrency: 1,
+      handler: {
+        async versionsOf(trx, events) {
+          const rows = await trx('replica').whereIn('id', [...new Set(events.map((e) => e.aggregateId))]).select('id', 'version');
+          const v = new Map(rows.map((r) => [r.id, r.version]));
+          return events.map((e) => v.get(e.aggregateId) ?? null);
+        },
+        async applyAll(trx, events) {
+          batches.push(events.length);
+          for (const e of events) {
+            await trx.raw('insert into replica (id, version) values (?, ?) on conflict (id) do update set version = excluded.version', [e.aggregateId, e.aggregateVersion]);
+            await trx('applied').insert({ event_id: e.id, aggregate_id: e.aggregateId, version: e.aggregateVersion });
+          }
+        },
+      },
+    });
+    const ids: string[] = [];
+    for (let v = 1; v <= 30; v++) ids.push(publish('burst', v));
+    publish('burst', 3, { id: ids[2] }); // redelivery
+    publish('burst', 2); // stale version, new id
+    publish('burst', 40); // gap: retried, parked after 3 tries
+    await waitFor('v30 applied', async () => (await replicaVersion('burst')) === 30, 5_000);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await applied()).map((r) => r.version)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(Math.max(...batches)).toBeGreaterThan(1);
+  });
+
+  it('parks a message that is not an event envelope at once', async () => {
+    const c = await start();
+    ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'garbage', persistent: true });
+    await waitFor('parked', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 1);
+    const { messages } = await listParked({ amqpUrl: broker.url, queue: c.queue });
+    expect(messages[0]).toMatchObject({ id: 'garbage', attempts: 1, error: expect.stringMatching(/not JSON/) });
+    const { replayed } = await replayParked({ amqpUrl: broker.url, queue: c.queue, id: 'nope' });
+    expect(replayed).toEqual([]);
+  });
+});

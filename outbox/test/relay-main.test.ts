@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
+import { repoRoot } from '@strangler/platform';
+import { execFileAsync, spawnRelay, waitFor, writeEvent } from './helpers.ts';
+
+const db = await createTestDatabase('monolith');
+const broker = await createTestBroker();
+await db.knex.raw('create table items (id text primary key, version int not null)');
+
+describe('npm run relay', () => {
+  it('serves /healthz, /readyz and /metrics, publishes, and exits 0 within 10 s of SIGTERM', async () => {
+    const conn = await broker.connect('bind');
+    const ch = await conn.createChannel();
+    await ch.assertExchange(broker.exchange, 'topic', { durable: true });
+    await ch.assertQueue(`${broker.prefix}.sink`, { durable: true });
+    await ch.bindQueue(`${broker.prefix}.sink`, broker.exchange, '#');
+    await conn.close();
+    const relay = spawnRelay(db, broker);
+    try {
+      const line = await waitFor('the metrics URL', () => relay.output.find((l) => l.includes('relay metrics listening')), 15_000);
+      const url = JSON.parse(line).url as string;
+      expect(await (await fetch(`${url}/healthz`)).json()).toEqual({ status: 'ok' });
+      const ready = await waitFor('readiness', async () => {
+        const res = await fetch(`${url}/readyz`);
+        return res.status === 200 ? res.json() : null;
+      });
+      expect(ready).toEqual({ status: 'ready', checks: { database: 'ok', broker: 'ok' } });
+      await writeEvent(db.knex, 'm1');
+      await waitFor('published', async () => (await db.knex('outbox').whereNull('published_at').count<{ c: number }[]>({ c: '*' }))[0]!.c === 0);
+      const metrics = await waitFor('metrics', async () => {
+        const text = await (await fetch(`${url}/metrics`)).text();
+        return /strangler_relay_published_total\{[^}]*\} 1/.test(text) ? text : null;
+      });
+      expect(metrics).toMatch(/strangler_relay_leader\{[^}]*database="[^"]+"[^}]*\} 1/);
+      expect(metrics).toMatch(/strangler_relay_lag_seconds/);
+      const started = Date.now();
+      await relay.kill('SIGTERM');
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(relay.child.exitCode).toBe(0);
+    } finally {
+      await relay.kill('SIGKILL');
+    }
+  });
+
+  it('refuses to start without --db or with invalid settings, saying what to fix', async () => {
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      execFileAsync(process.execPath, ['--import', 'tsx', 'outbox/src/relay-main.ts', ...args], { cwd: repoRoot, env: { ...process.env, ...env }, timeout: 20_000 }).then(
+        () => ({ code: 0, stderr: '' }),
+        (err: { code: number; stderr: string }) => ({ code: err.code, stderr: err.stderr }),
+      );
+    expect(await run([])).toMatchObject({ code: 2, stderr: expect.stringMatching(/Missing --db/) });
+    expect(await run(['--db', db.name], { RELAY_NOTIFY: 'maybe', RELAY_BATCH_SIZE: '0' })).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/RELAY_BATCH_SIZE="0"[\s\S]*RELAY_NOTIFY="maybe": must be "on" or "off"/),
+    });
+  });
+});

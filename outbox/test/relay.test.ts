@@ -1,0 +1,156 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
+import { createRegistry, type ChannelModel, type Channel } from '@strangler/platform';
+import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
+import { createDomainTables, drainQueue, waitFor, writeEvent } from './helpers.ts';
+
+const db = await createTestDatabase('monolith');
+const broker = await createTestBroker();
+await createDomainTables(db.knex);
+
+let admin: ChannelModel;
+let ch: Channel;
+const raw = `${broker.prefix}.raw`;
+beforeAll(async () => {
+  admin = await broker.connect('admin');
+  ch = await admin.createChannel();
+  await ch.assertExchange(broker.exchange, 'topic', { durable: true });
+  await ch.assertQueue(raw, { durable: true });
+  await ch.bindQueue(raw, broker.exchange, 'item.*');
+});
+afterAll(() => admin.close());
+
+const relays: Relay[] = [];
+function startRelay(options: Partial<RelayOptions> = {}): Relay {
+  const relay = createRelay({ connection: db.connection, amqpUrl: broker.url, exchange: broker.exchange, pollIntervalMs: 200, leaseRetryMs: 200, ...options });
+  relays.push(relay);
+  void relay.start();
+  return relay;
+}
+afterEach(async () => {
+  await Promise.all(relays.splice(0).map((r) => r.stop()));
+  await db.knex('outbox').update({ published_at: db.knex.fn.now() }).whereNull('published_at');
+  await ch.purgeQueue(raw);
+});
+
+const unpublished = async () => Number((await db.knex('outbox').whereNull('published_at').count<{ c: number }[]>({ c: '*' }))[0]!.c);
+
+describe('relay', () => {
+  it('publishes each committed event as a persistent message routed by its type, with the envelope headers', async () => {
+    const written = [await writeEvent(db.knex, 'env-1'), await writeEvent(db.knex, 'env-1')];
+    startRelay();
+    const got = await waitFor('two messages', async () => {
+      const m = await drainQueue(broker, raw);
+      return m.length ? m : null;
+    });
+    expect(got.map((m) => m.id)).toEqual(written.map((w) => w.id));
+    expect(got[0]).toMatchObject({
+      routingKey: 'item.created',
+      headers: { 'x-aggregate-type': 'item', 'x-aggregate-id': 'env-1', 'x-aggregate-version': 1, 'x-origin': 'monolith' },
+      body: { id: written[0]!.id, type: 'item.created', aggregateType: 'item', aggregateId: 'env-1', aggregateVersion: 1, origin: 'monolith', payload: { id: 'env-1', version: 1 } },
+    });
+    expect(got[1]).toMatchObject({ routingKey: 'item.updated', headers: { 'x-aggregate-version': 2 } });
+    await waitFor('rows marked published', async () => (await unpublished()) === 0);
+  });
+
+  it('when a transaction commits late with a lower seq than rows already relayed, its event is still published', async () => {
+    // A long fallback poll: what wakes the relay for the late row is its commit's NOTIFY.
+    startRelay({ pollIntervalMs: 60_000 });
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let lateId = '';
+    const late = db.knex.transaction(async (trx) => {
+      lateId = (await appendEvent(trx, { aggregateType: 'item', aggregateId: 'late', aggregateVersion: 1, eventType: 'item.created', payload: {}, origin: 'monolith' })).id;
+      await held;
+    });
+    await waitFor('the late row to be inserted', () => lateId);
+    const after = [await writeEvent(db.knex, 'early-1'), await writeEvent(db.knex, 'early-2')];
+    const first = await waitFor('the later rows relayed', async () => {
+      const m = await drainQueue(broker, raw);
+      return m.length >= 2 ? m : null;
+    });
+    expect(first.map((m) => m.id)).toEqual(after.map((a) => a.id));
+    const seqs = await db.knex('outbox').select('id', 'seq').orderBy('seq');
+    expect(seqs.findIndex((r) => r.id === lateId)).toBeLessThan(seqs.findIndex((r) => r.id === after[0]!.id));
+    release();
+    await late;
+    const second = await waitFor('the late row relayed', async () => {
+      const m = await drainQueue(broker, raw);
+      return m.length ? m : null;
+    }, 5_000);
+    expect(second.map((m) => m.id)).toEqual([lateId]);
+  });
+
+  it('with NOTIFY switched off, the poll still publishes everything and the trigger stays silent', async () => {
+    startRelay({ notify: false, pollIntervalMs: 100 });
+    await waitFor('the trigger switched off', async () => (await db.knex('outbox_relay').first('notify'))?.notify === false);
+    const w = await writeEvent(db.knex, 'poll-1');
+    const got = await waitFor('the message', async () => {
+      const m = await drainQueue(broker, raw);
+      return m.length ? m : null;
+    });
+    expect(got.map((m) => m.id)).toEqual([w.id]);
+  });
+
+  it('switches NOTIFY off under a burst and back on when idle', async () => {
+    const relay = startRelay({ pollIntervalMs: 60_000 });
+    const modes: string[] = [];
+    relay.events.on('relay:mode', ({ mode }) => modes.push(mode));
+    await waitFor('leadership', () => relay.isLeader);
+    const burst = Array.from({ length: 40 }, (_, w) => (async () => {
+      for (let i = 0; i < 40; i++) await writeEvent(db.knex, `burst-${w}`);
+    })());
+    await Promise.all(burst);
+    await waitFor('busy mode', () => modes.includes('busy'), 10_000);
+    await waitFor('back to notify mode', () => modes.at(-1) === 'notify', 10_000);
+    expect((await db.knex('outbox_relay').first('notify'))?.notify).toBe(true);
+    await waitFor('all 1,600 published', async () => (await unpublished()) === 0, 10_000);
+  });
+
+  it('treats an unroutable event as a failure: the row stays unpublished with its error, and goes out once a queue is bound', async () => {
+    const relay = startRelay();
+    const rejected: string[] = [];
+    relay.events.on('relay:publish:rejected', ({ reason }) => rejected.push(reason));
+    const { id } = await db.knex.transaction((trx) =>
+      appendEvent(trx, { aggregateType: 'gadget', aggregateId: 'g1', aggregateVersion: 1, eventType: 'gadget.made', payload: {}, origin: 'monolith' }),
+    );
+    const row = await waitFor('the row to be refused', async () => {
+      const r = await db.knex('outbox').where({ id }).first();
+      return r?.attempts > 0 ? r : null;
+    });
+    expect(row.published_at).toBeNull();
+    expect(row.last_error).toMatch(/unroutable.*gadget\.made/);
+    expect(rejected[0]).toMatch(/unroutable/);
+    const q = `${broker.prefix}.gadgets`;
+    await ch.assertQueue(q, { durable: true });
+    await ch.bindQueue(q, broker.exchange, 'gadget.*');
+    // The first retry comes 2 s after the refusal.
+    await waitFor('the row published on retry', async () => (await db.knex('outbox').where({ id }).first())?.published_at, 6_000);
+    expect((await drainQueue(broker, q)).map((m) => m.id)).toEqual([id]);
+  });
+
+  it('deletes published rows past retention and keeps unpublished ones', async () => {
+    const relay = startRelay({ retentionMs: 0, retentionIntervalMs: 100 });
+    const deleted: number[] = [];
+    relay.events.on('relay:retention:deleted', ({ count }) => deleted.push(count));
+    await writeEvent(db.knex, 'ret-1');
+    await waitFor('published rows deleted', async () => Number((await db.knex('outbox').count<{ c: number }[]>({ c: '*' }))[0]!.c) === 0);
+    expect(deleted.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+  });
+
+  it('exposes published, batches, leader and lag as Prometheus metrics', async () => {
+    const relay = startRelay();
+    const registry = createRegistry({}, { defaults: false });
+    registerRelayMetrics(relay, registry);
+    await waitFor('leadership', () => relay.isLeader);
+    await writeEvent(db.knex, 'metrics-1');
+    await waitFor('published', async () => (await unpublished()) === 0);
+    const text = await waitFor('published counter', async () => {
+      const t = await registry.metrics();
+      return /strangler_relay_published_total 1\b/.test(t) ? t : null;
+    });
+    expect(text).toMatch(/strangler_relay_batches_total [1-9]/);
+    expect(text).toMatch(/strangler_relay_leader 1/);
+    expect(text).toMatch(/strangler_relay_lag_seconds 0/);
+  });
+});
