@@ -1,0 +1,16 @@
+export { createApp, type AppDeps, type Monolith } from './app.ts';
+export { loadMonolithConfig, monolithEnv, type MonolithConfig } from './config.ts';
+export { hashPassword, verifyPassword } from './users/password.ts';
+export type { NotificationPort, NotificationRequest } from './notifications/port.ts';
+export type { Notification, NotificationState } from './notifications/repository.ts';
+export { FakeNotificationProvider, UNDELIVERABLE_TEMPLATE, type NotificationProvider } from './notifications/provider.ts';
+export { FakePaymentProvider, TEST_TOKENS, type PaymentProvider } from './payments/provider.ts';
+export { NotificationDispatcher, type DispatcherOptions } from './notifications/dispatcher.ts';
+export { createNotificationTransport, NOTIFICATION_TRANSPORTS, type NotificationTransport, type GrpcTransportOptions } from './notifications/transport.ts';
+export { NotificationForwarder, type ForwarderOptions, type ForwardStats } from './notifications/forwarder.ts';
+export { GrpcNotificationPort } from './notifications/grpc-port.ts';
+export { NOTIFICATION_PROTO, notificationServiceDefinition, type SendRequest, type NotificationReply } from './notifications/grpc-client.ts';
+export { applyStateByVersion, syncBindings, syncHandler, type SyncedEntity } from './sync/apply-state.ts';
+export { notificationSync } from './sync/notification-sync.ts';
+export { MONOLITH_SYNC_QUEUE, SYNCED_ENTITIES, startMonolithSync, type MonolithSyncOptions } from './sync/consumer.ts';
+export { loadSyncConfig, syncEnv, type SyncConfig } from './sync/config.ts';
