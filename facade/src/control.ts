@@ -1,0 +1,150 @@
+import os from 'node:os';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { AuditLog } from './admin/audit.ts';
+import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
+import { formatOf, parseRouteTable } from './routes/load.ts';
+import type { RoutePatch } from './routes/schema.ts';
+import type { RouteView } from './facade.ts';
+
+/**
+ * What the `strangler flip` and `strangler routes` commands do: talk to a running facade's admin
+ * API, or edit/read the route file directly when no admin API runs. Usage problems throw
+ * ControlUsageError (exit code 2 in the CLI), everything else a plain Error saying what to do.
+ */
+export class ControlUsageError extends Error {
+  readonly code = 'EUSAGE';
+}
+
+export interface FlipArgs {
+  serve?: string;
+  shadow?: string;
+  canary?: string;
+  percent?: string;
+  stickyBy?: string;
+  offShadow?: boolean;
+  offCanary?: boolean;
+}
+
+/** Turns flip flags into a route merge patch. */
+export function flipPatch(a: FlipArgs): RoutePatch {
+  if (a.shadow && a.offShadow) throw new ControlUsageError('--shadow and --off-shadow contradict each other: give one.');
+  if (a.canary && a.offCanary) throw new ControlUsageError('--canary and --off-canary contradict each other: give one.');
+  if (a.shadow && a.canary && a.percent !== undefined) throw new ControlUsageError('--percent is ambiguous with both --shadow and --canary: change them in two flips.');
+  const percent = a.percent === undefined ? undefined : Number(a.percent);
+  if (percent !== undefined && (!Number.isFinite(percent) || percent < 0 || percent > 100)) throw new ControlUsageError(`--percent must be a number from 0 to 100, got "${a.percent}".`);
+  if (a.percent !== undefined && !a.shadow && !a.canary) throw new ControlUsageError('--percent goes with --shadow <upstream> or --canary <upstream>.');
+  if (a.stickyBy !== undefined && !a.canary) throw new ControlUsageError('--sticky-by goes with --canary <upstream>.');
+  const patch: RoutePatch = {};
+  if (a.serve) patch.serve = a.serve;
+  if (a.shadow) patch.shadow = { to: a.shadow, percent: percent ?? 100 };
+  if (a.offShadow) patch.shadow = null;
+  if (a.canary) {
+    if (percent === undefined) throw new ControlUsageError('--canary needs --percent N (the share of traffic, 0-100).');
+    patch.canary = { to: a.canary, percent, ...(a.stickyBy ? { stickyBy: a.stickyBy } : {}) };
+  }
+  if (a.offCanary) patch.canary = null;
+  if (!Object.keys(patch).length) throw new ControlUsageError('Nothing to flip: give --serve, --shadow, --canary, --off-shadow or --off-canary.');
+  return patch;
+}
+
+export interface AdminTarget {
+  /** Admin API base URL (default http://127.0.0.1:8081). */
+  adminUrl: string;
+  adminToken?: string;
+}
+
+export interface FlipResult {
+  via: 'admin' | 'file';
+  before: unknown;
+  after: unknown;
+}
+
+export const defaultWho = () => `${os.userInfo().username}@${os.hostname()}`;
+
+/** Changes one route through the admin API, or in `routesFile` directly (audited next to it). */
+export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: string; who?: string; routesFile?: string; auditFile?: string } & Partial<AdminTarget>): Promise<FlipResult> {
+  if (!o.why || o.why.trim().length < 3) throw new ControlUsageError('--why "<reason>" is required: it goes to the audit log.');
+  const who = o.who ?? defaultWho();
+  if (o.routesFile) {
+    const file = path.resolve(o.routesFile);
+    const text = await readFile(file, 'utf8');
+    const edit = applyRoutePatch(text, formatOf(file), o.routeId, o.patch, file);
+    const audit = new AuditLog(o.auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
+    await audit.append([{ at: new Date().toISOString(), who, source: 'file', routeId: o.routeId, before: edit.before, after: edit.after, why: o.why, tableHash: edit.loaded.hash }]);
+    await writeFileAtomic(file, edit.loaded.text);
+    return { via: 'file', before: edit.before, after: edit.after };
+  }
+  const body = await adminRequest<{ before: unknown; after: unknown }>(o as AdminTarget, 'PATCH', `/routes/${encodeURIComponent(o.routeId)}`, { ...o.patch, why: o.why, who });
+  return { via: 'admin', before: body.before, after: body.after };
+}
+
+/** Routes with live stats from the admin API. */
+export async function fetchRoutes(target: AdminTarget): Promise<RouteView[]> {
+  return (await adminRequest<{ routes: RouteView[] }>(target, 'GET', '/routes')).routes;
+}
+
+/** Routes as the file declares them (no live stats). */
+export async function readRoutesFile(file: string): Promise<RouteView[]> {
+  const { spec } = parseRouteTable(await readFile(file, 'utf8'), formatOf(file), file);
+  const empty = { requests: 0, errors: 0, p50Ms: null, p99Ms: null, canaryShare: null };
+  return spec.routes.map((r) => ({ id: r.id, match: r.match, effects: r.effects, serve: r.serve, shadow: r.shadow ?? null, canary: r.canary ?? null, stats: empty, shadowStats: null, breakers: {} }));
+}
+
+async function adminRequest<T>(target: AdminTarget, method: string, pathname: string, body?: unknown): Promise<T> {
+  if (!target.adminToken) throw new ControlUsageError('Set STRANGLER_ADMIN_TOKEN to talk to the admin API, or pass --routes <file> to edit the route file directly.');
+  const url = new URL(pathname, target.adminUrl.endsWith('/') ? target.adminUrl : `${target.adminUrl}/`);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { authorization: `Bearer ${target.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    throw new Error(`cannot reach the admin API at ${target.adminUrl} (${(err as Error).cause ? String((err as { cause: { code?: string } }).cause.code ?? (err as Error).message) : (err as Error).message}): is the facade running with STRANGLER_ADMIN_TOKEN set? Or pass --routes <file> to edit the file directly.`);
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  if (!res.ok) {
+    const e = (json as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
+    const details = Array.isArray(e?.details) ? `\n${e.details.map((d) => `  - ${typeof d === 'string' ? d : `${(d as { field?: string }).field}: ${(d as { problem?: string }).problem}`}`).join('\n')}` : '';
+    throw new Error(`admin API answered ${res.status} ${e?.code ?? ''}: ${e?.message ?? text}${details}`);
+  }
+  return json as T;
+}
+
+/** A plain-text table of routes and their live stats, for the terminal. */
+export function formatRoutes(routes: RouteView[]): string {
+  const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : `${(v * 100).toFixed(1)}%`);
+  const ms = (v: number | null) => (v === null ? '-' : `${v}ms`);
+  const rows = routes.map((r) => {
+    const shadow = r.shadow as { to: string; percent: number } | null;
+    const canary = r.canary as { to: string; percent: number } | null;
+    const breakers = Object.entries(r.breakers)
+      .filter(([, s]) => s !== 'closed')
+      .map(([n, s]) => `${n}:${s}`)
+      .join(' ');
+    return [
+      r.id,
+      `${r.match.method} ${r.match.path}`,
+      r.effects,
+      r.serve,
+      canary ? `${canary.to} ${canary.percent}% (now ${pct(r.stats.canaryShare)})` : '-',
+      shadow ? `${shadow.to} ${shadow.percent}% (mismatch ${pct(r.shadowStats?.mismatchRate)})` : '-',
+      String(r.stats.requests),
+      String(r.stats.errors),
+      `${ms(r.stats.p50Ms)}/${ms(r.stats.p99Ms)}`,
+      breakers || 'closed',
+    ];
+  });
+  const header = ['ROUTE', 'MATCH', 'EFFECTS', 'SERVE', 'CANARY', 'SHADOW', 'REQS', '5XX', 'P50/P99', 'BREAKERS'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}

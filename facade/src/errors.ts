@@ -1,0 +1,15 @@
+import { defineErrors } from '@strangler/platform';
+
+/**
+ * Errors the facade answers with itself (everything else is the upstream's own response).
+ * Transport failures are mapped deliberately: refused/reset 502, timeout 504, open breaker 503.
+ */
+export const facadeErrors = defineErrors({
+  UPSTREAM_UNREACHABLE: { status: 502, message: 'The upstream refused the connection or could not be resolved.' },
+  UPSTREAM_CONNECTION_LOST: { status: 502, message: 'The connection to the upstream failed before it answered.' },
+  UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream did not answer in time.' },
+  UPSTREAM_CIRCUIT_OPEN: { status: 503, message: 'The upstream is failing; its circuit breaker is open. Try again shortly.' },
+  ROUTE_NOT_FOUND: { status: 404, message: 'No route with that id.' },
+  ROUTE_TABLE_INVALID: { status: 400, message: 'The route table is invalid; see details for every problem.' },
+  ROUTE_TABLE_CONFLICT: { status: 409, message: 'The route file changed on disk in a way that cannot be combined with this change.' },
+});

@@ -1,0 +1,571 @@
+import { EventEmitter } from 'node:events';
+import { stat } from 'node:fs/promises';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import path from 'node:path';
+import { createLogger, createRegistry, type Logger, type Registry } from '@strangler/platform';
+import { AuditLog, diffTables, type AuditSource } from './admin/audit.ts';
+import { tokenChecker } from './admin/token.ts';
+import { hasBody, readBodyBounded } from './body.ts';
+import { CLIENT_GONE, DEFAULT_BREAKER, breakerState, type BreakerSettings, type BreakerState } from './breakers.ts';
+import { facadeErrors } from './errors.ts';
+import { cleanRequestHeaders } from './headers.ts';
+import { createFacadeMetrics, type FacadeMetrics } from './metrics.ts';
+import { ATTEMPT, abortAttempt, answerSocket, failAttempt, newAttempt, type Attempt } from './proxy.ts';
+import { decide, type Decision } from './router.ts';
+import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
+import { formatOf, loadRouteTableFile, parseRouteTable, RouteTableError, type LoadedTable, type TableFormat } from './routes/load.ts';
+import type { RoutePatch } from './routes/schema.ts';
+import { compileTable, type CompiledRoute, type RouteTable } from './routes/table.ts';
+import { watchFile } from './routes/watch.ts';
+import { ShadowMirror, type ShadowRun } from './shadow/mirror.ts';
+import { NoiseLearner } from './shadow/noise.ts';
+import { ShadowRecorder, type ShadowCounts } from './shadow/recorder.ts';
+import { UpstreamRegistry, type UpstreamRuntime } from './upstreams.ts';
+
+export interface FacadeOptions {
+  /** The route table file (.yaml, .yml or .json); watched for changes unless `watch` is false. */
+  routesFile?: string;
+  /** The route table as text instead of a file (embedding, tests); admin changes then stay in memory. */
+  routesText?: string;
+  /** Format of `routesText` (default yaml). */
+  routesFormat?: TableFormat;
+  /** Reload when the file changes (default true when `routesFile` is given). SIGHUP is wired by main.ts. */
+  watch?: boolean;
+  /** Enables the admin API and the admin-only `x-strangler-side` header; unset, both are off. */
+  adminToken?: string;
+  /** Audit log (JSON lines). Default: `<routes file>.audit.jsonl` next to the table file; none for `routesText`. */
+  auditFile?: string;
+  logger?: Logger;
+  /** Metrics registry (default: a new one with process metrics). */
+  registry?: Registry;
+  /** Breaker defaults for upstreams that do not set their own (timeoutMs is the time to response headers). */
+  breaker?: Partial<BreakerSettings>;
+  /** Largest request body buffered so a failed request can be sent to the fallback (default 1 MiB). Larger bodies stream and are never replayed. */
+  replayBodyBytes?: number;
+  shadow?: {
+    /** Shadow runs in flight at once (default 64); beyond it requests are not mirrored. */
+    maxInFlight?: number;
+    /** Largest request/response body copied and compared (default 1 MiB). */
+    maxBodyBytes?: number;
+    /** Comparisons per route always sampled for noise learning at first (default 20). */
+    noiseWarmUp?: number;
+    /** Mismatches kept for the admin API (default 1000). */
+    keepMismatches?: number;
+  };
+  /** Debounce of file-change events in ms (default 100). */
+  watchDebounceMs?: number;
+}
+
+export type ReloadResult =
+  | { status: 'applied'; generation: number; changes: number }
+  | { status: 'unchanged'; generation: number }
+  | { status: 'invalid'; generation: number; problems: string[] };
+
+export interface ChangeMeta {
+  who: string;
+  why: string;
+}
+
+export interface RouteStats {
+  requests: number;
+  errors: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  canaryShare: number | null;
+}
+
+export interface RouteView {
+  id: string;
+  match: { method: string; path: string };
+  effects: string;
+  serve: string;
+  shadow: unknown;
+  canary: unknown;
+  stats: RouteStats;
+  shadowStats: (ReturnType<ShadowRecorder['stats']> & { noise: string[] }) | null;
+  breakers: Record<string, BreakerState>;
+}
+
+/** Reserved path prefix on the client port: never proxied. */
+export const RESERVED_PREFIX = '/__strangler/';
+const DEFAULT_ROUTE = '(default)';
+const EMPTY = Buffer.alloc(0);
+const REFUSED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+type FailureKind = 'status' | 'client-gone' | 'circuit-open' | 'timeout' | 'refused' | 'reset';
+
+function classify(err: unknown): FailureKind {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'EUPSTREAM_STATUS') return 'status';
+  if (code === 'ECLIENTGONE') return 'client-gone';
+  if (code === 'EOPENBREAKER' || code === 'ESEMLOCKED' || code === 'ESHUTDOWN') return 'circuit-open';
+  if (code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT') return 'timeout';
+  if (typeof code === 'string' && REFUSED.has(code)) return 'refused';
+  return 'reset';
+}
+
+/** Per-request state, one object per client request. */
+interface Exchange {
+  req: IncomingMessage;
+  res: ServerResponse;
+  table: RouteTable;
+  route: CompiledRoute | null;
+  decision: Decision;
+  requestId: string;
+  strip: string[] | null;
+  started: number;
+  attempt: Attempt | null;
+  answeredBy: string;
+  side: string;
+}
+
+/**
+ * The routing facade: a node:http request listener (and upgrade listener) in front of any HTTP
+ * application, driven by a route table.
+ *
+ * Invariants: a request reads the current table once and finishes on it, whatever reloads
+ * happen meanwhile; a table is swapped only after it validated completely (an invalid file is
+ * refused, logged, counted, and the last good table keeps serving); a request that may have
+ * reached an upstream is sent elsewhere only when its route is `read` or `idempotent`, and a
+ * body is buffered (bounded) only when a fallback or a shadow may need it again; the client's
+ * response is always the answering upstream's, streamed, or a coded JSON error (502 refused or
+ * reset, 504 timeout, 503 open breaker). Table changes (file, SIGHUP, admin API) are serialised
+ * and each is audited once.
+ *
+ * Events (namespaced, for logs and metrics): facade:reload, facade:reload:invalid,
+ * facade:upstream:failure, facade:fallback, facade:breaker:{open,half-open,close},
+ * facade:shadow:{result,mismatch,noise,error}.
+ */
+export interface Facade extends EventEmitter {
+  /** The client-facing request listener. */
+  readonly handler: RequestListener;
+  /** The client-facing `upgrade` listener (WebSocket). */
+  readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  readonly metrics: FacadeMetrics;
+  readonly logger: Logger;
+  readonly routesFile: string | null;
+  readonly audit: AuditLog | null;
+  readonly adminEnabled: boolean;
+  /** Constant-time check of an admin token (always false when no token is configured). */
+  checkAdminToken(token: string | undefined | null): boolean;
+  table(): RouteTable;
+  /** Re-reads the route file; refuses an invalid one and keeps the current table. */
+  reload(opts?: { source?: AuditSource; who?: string; why?: string }): Promise<ReloadResult>;
+  /** Applies a merge patch to one route, validated like the file, written back atomically, audited. */
+  changeRoute(routeId: string, patch: RoutePatch, meta: ChangeMeta): Promise<{ before: unknown; after: unknown; generation: number }>;
+  routes(): Promise<RouteView[]>;
+  mismatches(opts?: { routeId?: string; limit?: number }): ReturnType<ShadowRecorder['list']>;
+  /** False once the facade is stopping (readiness). */
+  isReady(): boolean;
+  /** Marks the facade as stopping: /__strangler/readyz answers 503 so balancers stop sending. */
+  markStopping(): void;
+  /** Stops watching, waits (bounded) for shadow runs, closes upstream sockets and breakers. */
+  close(): Promise<void>;
+}
+
+export async function createFacade(options: FacadeOptions): Promise<Facade> {
+  const logger = options.logger ?? createLogger('facade');
+  const registry = options.registry ?? createRegistry({ service: 'facade' });
+  const events = new EventEmitter() as Facade;
+  const upstreams = new UpstreamRegistry({ ...DEFAULT_BREAKER, ...options.breaker }, events);
+  const stateValue = { closed: 0, 'half-open': 1, open: 2 } as const;
+  const metrics = createFacadeMetrics(registry, () => upstreams.current().map((u) => [u.name, stateValue[breakerState(u.breaker)]]));
+  const recorder = new ShadowRecorder(options.shadow?.keepMismatches ?? 1_000);
+  const noise = new NoiseLearner(options.shadow?.noiseWarmUp ?? 20);
+  const mirror = new ShadowMirror({
+    recorder,
+    noise,
+    events,
+    maxInFlight: options.shadow?.maxInFlight ?? 64,
+    maxBodyBytes: options.shadow?.maxBodyBytes ?? 1024 * 1024,
+  });
+  const replayLimit = options.replayBodyBytes ?? 1024 * 1024;
+  const routesFile = options.routesFile ? path.resolve(options.routesFile) : null;
+  const auditFile = options.auditFile ?? (routesFile ? routesFile.replace(/\.(ya?ml|json)$/i, '') + '.audit.jsonl' : null);
+  const audit = auditFile ? new AuditLog(auditFile) : null;
+  const checkToken = options.adminToken ? tokenChecker(options.adminToken) : () => false;
+
+  let loaded: LoadedTable;
+  if (routesFile) loaded = await loadRouteTableFile(routesFile);
+  else if (options.routesText !== undefined) loaded = parseRouteTable(options.routesText, options.routesFormat ?? 'yaml', 'routesText');
+  else throw new Error('createFacade needs routesFile or routesText');
+  let generation = 1;
+  let current = compileTable(loaded, upstreams, generation);
+  metrics.reloads.labels('start', 'applied').inc();
+  metrics.generation.set(generation);
+  let closing = false;
+
+  wireObservability(events, metrics, logger);
+
+  // Table changes run one at a time (file events, SIGHUP and API calls may race).
+  let lock: Promise<unknown> = Promise.resolve();
+  const serialised = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = lock.then(fn, fn);
+    lock = run.catch(() => {});
+    return run;
+  };
+
+  async function swap(next: LoadedTable, source: AuditSource, who: string, why: string): Promise<number> {
+    const previous = current;
+    current = compileTable(next, upstreams, ++generation);
+    metrics.generation.set(generation);
+    const changes = diffTables(previous.source.raw, next.raw);
+    try {
+      if (audit && changes.length && (await audit.lastTableHash()) !== next.hash) {
+        const at = new Date().toISOString();
+        await audit.append(changes.map((c) => ({ at, who, source, ...c, why, tableHash: next.hash })));
+      }
+    } catch (err) {
+      // The file already changed on disk, so the new table serves; the missing entry must be loud.
+      logger.error({ err, audit: audit?.file, source, changes: changes.map((c) => c.routeId) }, 'could not write the audit log for a route table change');
+    }
+    events.emit('facade:reload', { generation, source, who, why, changes: changes.map((c) => c.routeId ?? '(upstreams/default)') });
+    return changes.length;
+  }
+
+  /** Loads the route file and swaps it in if it changed (callers hold the lock). */
+  async function loadFromDisk(source: AuditSource, who?: string, why?: string): Promise<ReloadResult> {
+    if (!routesFile) return { status: 'unchanged', generation };
+    let next: LoadedTable;
+    try {
+      next = await loadRouteTableFile(routesFile);
+    } catch (err) {
+      const problems = err instanceof RouteTableError ? err.problems : [(err as Error).message];
+      metrics.reloads.labels(source, 'invalid').inc();
+      events.emit('facade:reload:invalid', { source, file: routesFile, problems });
+      return { status: 'invalid', generation, problems };
+    }
+    if (next.hash === current.source.hash) {
+      metrics.reloads.labels(source, 'unchanged').inc();
+      return { status: 'unchanged', generation };
+    }
+    const editor = who ?? (await fileOwner(routesFile));
+    const changes = await swap(next, source, editor, why ?? (source === 'sighup' ? 'reloaded on SIGHUP' : 'route file changed on disk'));
+    metrics.reloads.labels(source, 'applied').inc();
+    return { status: 'applied', generation, changes };
+  }
+
+  const reload: Facade['reload'] = ({ source = 'file', who, why } = {}) => serialised(() => loadFromDisk(source, who, why));
+
+  const changeRoute: Facade['changeRoute'] = (routeId, patch, meta) =>
+    serialised(async () => {
+      // An edit on disk not loaded yet (the watcher debounces) is taken in first, so it is neither lost nor blamed on this change.
+      if (routesFile) {
+        const pending = await loadFromDisk('file');
+        if (pending.status === 'invalid') {
+          throw facadeErrors.ROUTE_TABLE_CONFLICT(`The route file on disk is invalid; fix it before changing routes through the API: ${pending.problems.join('; ')}`);
+        }
+      }
+      const src = current.source;
+      const edit = applyRoutePatch(src.text, src.format, routeId, patch, routesFile ?? 'route table');
+      // Audit first, then the file: the watcher and swap() skip a change the log already ends with.
+      if (audit) {
+        await audit.append([{ at: new Date().toISOString(), who: meta.who, source: 'api', routeId, before: edit.before, after: edit.after, why: meta.why, tableHash: edit.loaded.hash }]);
+      }
+      if (routesFile) await writeFileAtomic(routesFile, edit.loaded.text);
+      await swap(edit.loaded, 'api', meta.who, meta.why);
+      metrics.reloads.labels('api', 'applied').inc();
+      return { before: edit.before, after: edit.after, generation };
+    });
+
+  const stopWatching =
+    routesFile && options.watch !== false
+      ? watchFile(routesFile, () => void reload({ source: 'file' }).catch((err) => logger.error({ err, file: routesFile }, 'route file reload failed')), {
+          debounceMs: options.watchDebounceMs ?? 100,
+          onError: (err) => logger.error({ err, file: routesFile }, 'route file watch failed; reload with SIGHUP'),
+        })
+      : () => {};
+
+  function respondError(x: Exchange, kind: FailureKind, upstream: string) {
+    const { res } = x;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const details = { upstream, route: x.route?.id ?? null, requestId: x.requestId };
+    const err =
+      kind === 'timeout'
+        ? facadeErrors.UPSTREAM_TIMEOUT(undefined, details)
+        : kind === 'circuit-open'
+          ? facadeErrors.UPSTREAM_CIRCUIT_OPEN(undefined, details)
+          : kind === 'refused'
+            ? facadeErrors.UPSTREAM_UNREACHABLE(undefined, details)
+            : facadeErrors.UPSTREAM_CONNECTION_LOST(undefined, details);
+    const body = JSON.stringify(err.toJSON());
+    res.writeHead(err.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': x.requestId });
+    res.end(body);
+  }
+
+  /** May the request go to the fallback after `kind` on `attempt`? */
+  function mayReplay(x: Exchange, kind: FailureKind, attempt: Attempt, body: Buffer | null): boolean {
+    const neverReached = kind === 'circuit-open' || !attempt.reached;
+    const effects = x.route?.effects ?? 'unsafe';
+    if (!neverReached && effects === 'unsafe') return false;
+    // A streamed body was consumed by the first attempt, unless the breaker rejected before sending.
+    return body !== null || kind === 'circuit-open';
+  }
+
+  async function dispatch(x: Exchange): Promise<void> {
+    const { req, res, decision } = x;
+    let body: Buffer | null = EMPTY;
+    if (hasBody(req)) {
+      if (decision.fallback || decision.shadow) {
+        try {
+          body = await readBodyBounded(req, replayLimit);
+        } catch {
+          return; // the client went away mid-body
+        }
+      } else body = null;
+    }
+    let shadow: ShadowRun | null = decision.shadow && x.route?.shadow ? mirror.start(x.route.shadow, req, body, x.requestId, x.strip) : null;
+    let upstream: UpstreamRuntime = decision.upstream;
+    let fellBack = false;
+    for (;;) {
+      const run = shadow;
+      const attempt = newAttempt(upstream.name, x.requestId, x.strip, body && body.length ? body : null, run ? (proxyRes) => run.capturePrimary(proxyRes) : null);
+      x.attempt = attempt;
+      x.answeredBy = upstream.name;
+      const target = upstream;
+      try {
+        await target.breaker.fire(() => target.proxy.forward(req, res, attempt));
+        return;
+      } catch (err) {
+        const kind = classify(err);
+        if (kind === 'status') {
+          const status = (err as { status: number }).status;
+          if (status >= 500) metrics.upstreamFailures.labels(target.name, 'status-5xx').inc();
+          return;
+        }
+        shadow?.primaryFailed();
+        shadow = null;
+        if (kind === 'client-gone') return;
+        metrics.upstreamFailures.labels(target.name, kind).inc();
+        events.emit('facade:upstream:failure', { upstream: target.name, route: x.route?.id ?? null, kind, reached: attempt.reached, requestId: x.requestId });
+        const fallback = decision.fallback;
+        if (!fellBack && fallback && !res.headersSent && mayReplay(x, kind, attempt, body)) {
+          metrics.fallbacks.labels(x.route?.id ?? DEFAULT_ROUTE, target.name, fallback.name, kind).inc();
+          events.emit('facade:fallback', { route: x.route?.id, from: target.name, to: fallback.name, kind, requestId: x.requestId });
+          upstream = fallback;
+          fellBack = true;
+          x.side = 'fallback';
+          continue;
+        }
+        respondError(x, kind, target.name);
+        return;
+      }
+    }
+  }
+
+  const handler: RequestListener = (req, res) => {
+    const url = req.url ?? '/';
+    if (url.startsWith(RESERVED_PREFIX)) {
+      void internal(req, res, url);
+      return;
+    }
+    const table = current;
+    const cleaned = cleanRequestHeaders(req);
+    const route = table.matcher.match(req.method ?? 'GET', url);
+    const forced = cleaned.forceSide && checkToken(cleaned.adminToken) && (cleaned.forceSide === 'serve' || cleaned.forceSide === 'canary') ? cleaned.forceSide : undefined;
+    const decision = decide(table, route, req, forced);
+    const x: Exchange = {
+      req,
+      res,
+      table,
+      route,
+      decision,
+      requestId: cleaned.requestId,
+      strip: cleaned.strip,
+      started: performance.now(),
+      attempt: null,
+      answeredBy: decision.upstream.name,
+      side: decision.side,
+    };
+    metrics.started();
+    res.once('close', () => {
+      const finished = res.writableFinished;
+      const a = x.attempt;
+      if (!finished && a && !a.settled) {
+        failAttempt(a, CLIENT_GONE);
+        abortAttempt(a);
+      }
+      metrics.observe(x.route?.id ?? DEFAULT_ROUTE, x.answeredBy, x.side, finished ? res.statusCode : 499, (performance.now() - x.started) / 1000);
+    });
+    void dispatch(x).catch((err) => {
+      logger.error({ err, requestId: x.requestId }, 'facade dispatch failed');
+      if (!res.headersSent) respondError(x, 'reset', x.answeredBy);
+      else res.destroy();
+    });
+  };
+
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const table = current;
+    const cleaned = cleanRequestHeaders(req, true);
+    const route = table.matcher.match(req.method ?? 'GET', req.url ?? '/');
+    const forced = cleaned.forceSide && checkToken(cleaned.adminToken) && (cleaned.forceSide === 'serve' || cleaned.forceSide === 'canary') ? cleaned.forceSide : undefined;
+    const decision = decide(table, route, req, forced);
+    // A WebSocket is long-lived: it is not run through the breaker, but an open breaker sends it
+    // to the fallback (nothing was sent yet) or refuses it.
+    let up = decision.upstream;
+    if (up.breaker.opened && decision.fallback && !decision.fallback.breaker.opened) up = decision.fallback;
+    if (up.breaker.opened) {
+      answerSocket(socket, 503, 'UPSTREAM_CIRCUIT_OPEN', `The upstream ${up.name} is failing; its circuit breaker is open.`);
+      return;
+    }
+    (req as IncomingMessage & { [ATTEMPT]?: Attempt })[ATTEMPT] = newAttempt(up.name, cleaned.requestId, cleaned.strip, null);
+    up.proxy.upgrade(req, socket, head);
+  };
+
+  async function internal(req: IncomingMessage, res: ServerResponse, url: string) {
+    const name = url.slice(RESERVED_PREFIX.length).split('?')[0];
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    if (name === 'healthz') return send(200, { status: 'ok' });
+    if (name === 'readyz') {
+      const breakers = Object.fromEntries(upstreams.current().map((u) => [u.name, breakerState(u.breaker)]));
+      return send(closing ? 503 : 200, { status: closing ? 'stopping' : 'ready', generation, upstreams: breakers });
+    }
+    if (name === 'metrics') {
+      const text = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType });
+      return res.end(text);
+    }
+    return send(404, { error: { code: 'ROUTE_NOT_FOUND', message: `Paths under ${RESERVED_PREFIX} are the facade's own (healthz, readyz, metrics) and are never proxied.` } });
+  }
+
+  async function routes(): Promise<RouteView[]> {
+    const table = current;
+    const stats = collectRouteStats(metrics);
+    const empty: RouteStats = { requests: 0, errors: 0, p50Ms: null, p99Ms: null, canaryShare: null };
+    const views: RouteView[] = table.routes.map((r) => {
+      const b: Record<string, BreakerState> = { [r.serve.name]: breakerState(r.serve.breaker) };
+      if (r.canary) b[r.canary.to.name] = breakerState(r.canary.to.breaker);
+      if (r.shadow) b[r.shadow.candidate.name] = breakerState(r.shadow.candidate.breaker);
+      return {
+        id: r.id,
+        match: r.spec.match,
+        effects: r.effects,
+        serve: r.serve.name,
+        shadow: r.spec.shadow ?? null,
+        canary: r.spec.canary ?? null,
+        stats: stats.get(r.id) ?? empty,
+        shadowStats: r.shadow ? { ...recorder.stats(r.id), noise: noise.noisyPaths(r.id) } : null,
+        breakers: b,
+      };
+    });
+    views.push({
+      id: DEFAULT_ROUTE,
+      match: { method: '*', path: '(unmatched)' },
+      effects: 'unsafe',
+      serve: table.fallback.name,
+      shadow: null,
+      canary: null,
+      stats: stats.get(DEFAULT_ROUTE) ?? empty,
+      shadowStats: null,
+      breakers: { [table.fallback.name]: breakerState(table.fallback.breaker) },
+    });
+    return views;
+  }
+
+  async function close() {
+    closing = true;
+    stopWatching();
+    await mirror.drain(2_000);
+    await lock.catch(() => {});
+    upstreams.close();
+  }
+
+  return Object.assign(events, {
+    handler,
+    upgrade,
+    metrics,
+    logger,
+    routesFile,
+    audit,
+    adminEnabled: Boolean(options.adminToken),
+    checkAdminToken: checkToken,
+    table: () => current,
+    reload,
+    changeRoute,
+    routes,
+    mismatches: (opts?: { routeId?: string; limit?: number }) => recorder.list(opts),
+    isReady: () => !closing,
+    markStopping: () => {
+      closing = true;
+    },
+    close,
+  });
+}
+
+async function fileOwner(file: string): Promise<string> {
+  try {
+    return `file-owner:uid=${(await stat(file)).uid}`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function wireObservability(events: EventEmitter, metrics: FacadeMetrics, logger: Logger) {
+  events.on('facade:reload', (e) => logger.info(e, 'route table swapped'));
+  events.on('facade:reload:invalid', (e) => logger.error(e, 'route table refused; the last good table keeps serving'));
+  events.on('facade:fallback', (e) => logger.warn(e, 'request sent to the fallback upstream'));
+  events.on('facade:upstream:failure', (e) => logger.debug(e, 'upstream attempt failed'));
+  events.on('facade:breaker:open', (e) => logger.warn(e, 'circuit breaker opened'));
+  events.on('facade:breaker:half-open', (e) => logger.info(e, 'circuit breaker half-open: trying one request'));
+  events.on('facade:breaker:close', (e) => logger.info(e, 'circuit breaker closed'));
+  events.on('facade:shadow:mismatch', (m) => logger.info({ mismatch: m }, 'shadow mismatch'));
+  events.on('facade:shadow:noise', (e) => logger.info(e, 'shadow noise learned'));
+  events.on('facade:shadow:error', (e) => logger.debug(e, 'shadow candidate failed'));
+  events.on('facade:shadow:result', ({ routeId, result, counts }: { routeId: string; result: string; counts: ShadowCounts }) => {
+    metrics.shadow.inc([routeId, result]);
+    if (counts.compared) metrics.shadowMismatchRatio.labels(routeId).set(counts.mismatches / counts.compared);
+  });
+}
+
+/** Requests, 5xx, latency percentiles (interpolated in the histogram buckets) and canary share per route. */
+function collectRouteStats(metrics: FacadeMetrics): Map<string, RouteStats> {
+  const acc = new Map<string, { requests: number; errors: number; canary: number; counts: number[] }>();
+  const bounds = metrics.duration.bounds;
+  const entry = (route: string) => {
+    let e = acc.get(route);
+    if (!e) acc.set(route, (e = { requests: 0, errors: 0, canary: 0, counts: new Array<number>(bounds.length + 1).fill(0) }));
+    return e;
+  };
+  for (const v of metrics.requests.samples()) {
+    const e = entry(v.labels.route!);
+    e.requests += v.value;
+    if (Number(v.labels.code) >= 500) e.errors += v.value;
+    if (v.labels.side === 'canary') e.canary += v.value;
+  }
+  for (const s of metrics.duration.series()) {
+    const e = entry(s.labels.route!);
+    s.counts.forEach((n, i) => (e.counts[i]! += n));
+  }
+  const out = new Map<string, RouteStats>();
+  for (const [route, e] of acc) {
+    const total = e.counts.reduce((a, b) => a + b, 0);
+    const pct = (q: number): number | null => {
+      if (!total) return null;
+      const rank = q * total;
+      let below = 0;
+      for (let i = 0; i < e.counts.length; i++) {
+        const n = e.counts[i]!;
+        if (below + n >= rank) {
+          const lo = i === 0 ? 0 : bounds[i - 1]!;
+          if (i === bounds.length) return lo * 1000;
+          const hi = bounds[i]!;
+          return Math.round((lo + (hi - lo) * ((rank - below) / n)) * 1000 * 100) / 100;
+        }
+        below += n;
+      }
+      return null;
+    };
+    out.set(route, { requests: e.requests, errors: e.errors, p50Ms: pct(0.5), p99Ms: pct(0.99), canaryShare: e.requests ? e.canary / e.requests : null });
+  }
+  return out;
+}
+
+export { formatOf };

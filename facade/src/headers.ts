@@ -1,0 +1,87 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { newRequestId, REQUEST_ID_HEADER } from '@strangler/platform';
+
+/**
+ * Header hygiene between the client and the upstream.
+ *
+ * Toward the upstream: client-sent `x-strangler-*` headers are removed (only the facade sets
+ * them: dry runs, shadow copies); `x-request-id` is kept when sane, otherwise generated;
+ * `traceparent` passes unchanged; X-Forwarded-For is appended to, X-Forwarded-Proto and
+ * X-Forwarded-Host are set from what the facade saw; hop-by-hop headers (RFC 9110 7.6.1 and any
+ * named in Connection) are not forwarded; `Expect` is answered by the facade itself.
+ * Transfer-Encoding stays: it is how the body is framed, and Node re-frames it per hop.
+ * Toward the client: the upstream's hop-by-hop headers are dropped, the rest is unchanged.
+ */
+
+export const INTERNAL_PREFIX = 'x-strangler-';
+/** With the admin token in `x-strangler-admin-token`, forces a canary route's side: `serve` or `canary`. */
+export const FORCE_SIDE_HEADER = 'x-strangler-side';
+export const ADMIN_TOKEN_HEADER = 'x-strangler-admin-token';
+export const SHADOW_HEADER = 'x-strangler-shadow';
+
+const HOP_BY_HOP_REQUEST = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization']);
+const HOP_BY_HOP_RESPONSE = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'transfer-encoding'];
+const SANE_REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+export interface CleanedRequest {
+  requestId: string;
+  /** Values of the facade's own control headers, read before they were removed. */
+  forceSide: string | undefined;
+  adminToken: string | undefined;
+  /** Headers to leave out of the outgoing request (hop-by-hop), or null when there are none. */
+  strip: string[] | null;
+}
+
+/** Cleans `req.headers` in place (one pass) and returns what the facade needs from them. */
+export function cleanRequestHeaders(req: IncomingMessage, websocket = false): CleanedRequest {
+  const h = req.headers;
+  let forceSide: string | undefined;
+  let adminToken: string | undefined;
+  let strip: string[] | null = null;
+  for (const key of Object.keys(h)) {
+    if (key.startsWith(INTERNAL_PREFIX)) {
+      if (key === FORCE_SIDE_HEADER) forceSide = String(h[key]);
+      else if (key === ADMIN_TOKEN_HEADER) adminToken = String(h[key]);
+      delete h[key];
+    } else if (HOP_BY_HOP_REQUEST.has(key)) {
+      if (websocket && (key === 'connection' || key === 'upgrade')) continue;
+      (strip ??= []).push(key);
+      if (key === 'connection') {
+        for (const token of String(h.connection).split(',')) {
+          const name = token.trim().toLowerCase();
+          if (name && name !== 'close' && name !== 'keep-alive' && name !== 'upgrade' && h[name] !== undefined) strip.push(name);
+        }
+      }
+    } else if (key === 'expect') {
+      delete h[key];
+    }
+  }
+  const incoming = h[REQUEST_ID_HEADER];
+  const requestId = typeof incoming === 'string' && SANE_REQUEST_ID.test(incoming) ? incoming : newRequestId();
+  h[REQUEST_ID_HEADER] = requestId;
+  const remote = req.socket.remoteAddress;
+  if (remote) {
+    const xff = h['x-forwarded-for'];
+    h['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${remote}` : remote;
+  }
+  h['x-forwarded-proto'] = (req.socket as { encrypted?: boolean }).encrypted ? (websocket ? 'wss' : 'https') : websocket ? 'ws' : 'http';
+  if (h.host) h['x-forwarded-host'] = h.host;
+  else delete h['x-forwarded-host'];
+  return { requestId, forceSide, adminToken, strip };
+}
+
+/**
+ * Removes hop-by-hop headers from an upstream response before it is copied to the client. They
+ * are set to undefined rather than deleted (http-proxy skips undefined values, and the object
+ * stays fast); `connection` is then set by http-proxy from the client's own request.
+ */
+export function stripResponseHopByHop(headers: IncomingHttpHeaders): void {
+  const connection = headers.connection;
+  if (connection) {
+    for (const token of String(connection).split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name && name !== 'close' && name !== 'keep-alive' && headers[name] !== undefined) headers[name] = undefined;
+    }
+  }
+  for (const name of HOP_BY_HOP_RESPONSE) if (headers[name] !== undefined) headers[name] = undefined;
+}

@@ -1,0 +1,11 @@
+export { createFacade, RESERVED_PREFIX, type Facade, type FacadeOptions, type ReloadResult, type RouteView, type RouteStats, type ChangeMeta } from './facade.ts';
+export { listenFacade, type ListenOptions, type RunningFacade } from './server.ts';
+export { createAdminApi } from './admin/api.ts';
+export { AuditLog, type AuditEntry, type AuditSource } from './admin/audit.ts';
+export { RouteTableError, loadRouteTableFile, parseRouteTable, validateRouteTable, formatOf, type LoadedTable, type TableFormat } from './routes/load.ts';
+export { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
+export type { RouteTableSpec, RouteSpec, UpstreamSpec, ShadowSpec, CanarySpec, RoutePatch, Effects } from './routes/schema.ts';
+export { cohortBucket, inCanary } from './canary.ts';
+export { facadeErrors } from './errors.ts';
+export { FORCE_SIDE_HEADER, ADMIN_TOKEN_HEADER, SHADOW_HEADER } from './headers.ts';
+export { flipPatch, flipRoute, fetchRoutes, readRoutesFile, formatRoutes, defaultWho, ControlUsageError, type FlipArgs, type FlipResult, type AdminTarget } from './control.ts';

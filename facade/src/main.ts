@@ -1,0 +1,122 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
+import { createLogger, loadConfig, onShutdown, port, repoRoot } from '@strangler/platform';
+import { createFacade } from './facade.ts';
+import { RouteTableError } from './routes/load.ts';
+import { listenFacade } from './server.ts';
+
+/**
+ * `npm run facade -- [--routes <file>] [--port N] [--host H] [--admin-port N] [--admin-host H]
+ * [--audit <file>] [--no-watch]`: the facade alone, in front of whatever the route table names.
+ * Flags win over the environment (FACADE_ROUTES, FACADE_PORT, FACADE_HOST, FACADE_ADMIN_PORT,
+ * FACADE_ADMIN_HOST, FACADE_AUDIT_LOG, STRANGLER_ADMIN_TOKEN). SIGHUP reloads the route table;
+ * SIGTERM/SIGINT stop accepting, drain in-flight requests and exit within 10 s.
+ */
+export const USAGE = 'npm run facade -- [--routes <file>] [--port N] [--host H] [--admin-port N] [--admin-host H] [--audit <file>] [--no-watch]';
+
+const env = {
+  FACADE_ROUTES: z.string().default(path.join(repoRoot, 'facade/routes.yaml')),
+  FACADE_PORT: port(8080),
+  FACADE_HOST: z.string().default('127.0.0.1'),
+  FACADE_ADMIN_PORT: port(8081),
+  FACADE_ADMIN_HOST: z.string().default('127.0.0.1'),
+  FACADE_AUDIT_LOG: z.string().optional(),
+  STRANGLER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 24)').optional(),
+};
+
+function parsePort(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${flag} must be a port number from 0 to 65535, got "${value}"`);
+  return n;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const logger = createLogger('facade');
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        routes: { type: 'string' },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        'admin-port': { type: 'string' },
+        'admin-host': { type: 'string' },
+        audit: { type: 'string' },
+        'no-watch': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+    if (args.help) {
+      console.log(`Usage: ${USAGE}`);
+      return;
+    }
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\nUsage: ${USAGE}`);
+    process.exit(2);
+  }
+  const cfg = loadConfig(env);
+  let portArg: number | undefined;
+  let adminPortArg: number | undefined;
+  try {
+    portArg = parsePort(args.port, '--port');
+    adminPortArg = parsePort(args['admin-port'], '--admin-port');
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\nUsage: ${USAGE}`);
+    process.exit(2);
+  }
+
+  let facade;
+  try {
+    facade = await createFacade({
+      routesFile: path.resolve(args.routes ?? cfg.FACADE_ROUTES),
+      auditFile: args.audit ?? cfg.FACADE_AUDIT_LOG,
+      adminToken: cfg.STRANGLER_ADMIN_TOKEN,
+      watch: !args['no-watch'],
+      logger,
+    });
+  } catch (err) {
+    if (err instanceof RouteTableError) {
+      console.error(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const running = await listenFacade(facade, {
+    port: portArg ?? cfg.FACADE_PORT,
+    host: args.host ?? cfg.FACADE_HOST,
+    adminPort: adminPortArg ?? cfg.FACADE_ADMIN_PORT,
+    adminHost: args['admin-host'] ?? cfg.FACADE_ADMIN_HOST,
+  });
+  logger.info(
+    {
+      port: running.main.port,
+      url: running.main.url,
+      adminPort: running.admin?.port ?? null,
+      admin: running.admin ? running.admin.url : 'off (set STRANGLER_ADMIN_TOKEN to enable)',
+      routes: facade.routesFile,
+      audit: facade.audit?.file ?? null,
+      generation: facade.table().generation,
+    },
+    'facade listening',
+  );
+  process.on('SIGHUP', () => {
+    void facade.reload({ source: 'sighup' }).then(
+      (result) => logger.info({ result }, 'SIGHUP reload'),
+      (err) => logger.error({ err }, 'SIGHUP reload failed'),
+    );
+  });
+  onShutdown(logger, [() => running.close(8_000)]);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main(process.argv.slice(2)).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,86 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { json, request, startFacade, startUpstream, table, tempDir, waitFor, type TestFacade, type Upstream } from './helpers.ts';
+
+describe('hot reload', () => {
+  let monolith: Upstream;
+  let notification: Upstream;
+  let dir: string;
+  let file: string;
+  let f: TestFacade;
+  const invalid: unknown[] = [];
+
+  const routesServedBy = (serve: string, extra: unknown[] = []) =>
+    table({
+      upstreams: { monolith: { url: monolith.url }, notification: { url: notification.url } },
+      routes: [{ id: 'notifications.get', match: { method: 'GET', path: '/api/notifications/:id' }, effects: 'read', serve }, ...extra],
+      default: 'monolith',
+    });
+  const who = async () => json(await request(`${f.url}/api/notifications/1`)).upstream;
+
+  beforeAll(async () => {
+    const slowly = (name: string) => async (req: { url?: string }, res: import('node:http').ServerResponse) => {
+      if (req.url?.includes('slow')) await new Promise((r) => setTimeout(r, 400));
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ upstream: name }));
+    };
+    monolith = await startUpstream('monolith', slowly('monolith'));
+    notification = await startUpstream('notification', slowly('notification'));
+    dir = await tempDir();
+    file = path.join(dir, 'routes.yaml');
+    await writeFile(file, routesServedBy('monolith'));
+    f = await startFacade({ routesFile: file, watchDebounceMs: 20 });
+    f.facade.on('facade:reload:invalid', (e) => invalid.push(e));
+  });
+
+  it('swaps in a valid file when it changes, while a request in flight finishes on the old table', async () => {
+    expect(await who()).toBe('monolith');
+    const generation = f.facade.table().generation;
+    const inFlight = request(`${f.url}/api/notifications/slow`);
+    await waitFor(() => monolith.requests.some((r) => r.url.endsWith('/slow')), 2_000, 'the slow request to start');
+    await writeFile(file, routesServedBy('notification'));
+    await waitFor(() => f.facade.table().generation > generation, 3_000, 'the reload');
+    expect(await who()).toBe('notification');
+    expect(json(await inFlight).upstream).toBe('monolith');
+
+    const audit = await f.facade.audit!.read();
+    expect(audit[0]).toMatchObject({ source: 'file', routeId: 'notifications.get', before: { serve: 'monolith' }, after: { serve: 'notification' }, why: 'route file changed on disk' });
+    expect(audit[0]!.who).toMatch(/^file-owner:uid=\d+$/);
+  });
+
+  it('refuses an invalid file, logs and counts it, and keeps serving the last good table', async () => {
+    const before = f.facade.table();
+    await writeFile(file, 'upstreams:\n  monolith: { url: nope }\nroutes: []\ndefault: monolith\n');
+    await waitFor(() => invalid.length >= 1, 3_000, 'the refusal');
+    expect(invalid[0]).toMatchObject({ source: 'file', problems: ['upstream "monolith" field "url": must be an http:// or https:// URL, e.g. http://127.0.0.1:3104'] });
+    expect(f.facade.table()).toBe(before);
+    expect(await who()).toBe('notification');
+    const metrics = await f.facade.metrics.registry.metrics();
+    expect(metrics).toMatch(/strangler_facade_route_table_reloads_total\{source="file",result="invalid",service="facade"\} [1-9]/);
+  });
+
+  it('refuses a table with two routes for the same method and path', async () => {
+    const before = f.facade.table();
+    const count = invalid.length;
+    const clash = { id: 'notifications.get2', match: { method: 'GET', path: '/api/notifications/:notificationId' }, effects: 'read', serve: 'monolith' };
+    await writeFile(file, routesServedBy('monolith', [clash]));
+    await waitFor(() => invalid.length > count, 3_000, 'the refusal');
+    expect((invalid.at(-1) as { problems: string[] }).problems[0]).toMatch(/both match GET \/api\/notifications\/:notificationId/);
+    expect(f.facade.table()).toBe(before);
+    expect(await who()).toBe('notification');
+  });
+
+  it('applies a file fixed after a refusal, and re-applies nothing when the content is unchanged', async () => {
+    await writeFile(file, routesServedBy('monolith'));
+    await waitFor(async () => (await who()) === 'monolith', 3_000, 'the fixed file');
+    const generation = f.facade.table().generation;
+    const lines = async () => (await readFile(f.facade.audit!.file, 'utf8')).trim().split('\n').length;
+    const auditLines = await waitFor(async () => ((await lines()) === 2 ? 2 : 0), 2_000, 'the second audit entry');
+    expect(await f.facade.reload({ source: 'sighup' })).toEqual({ status: 'unchanged', generation });
+    await writeFile(file, routesServedBy('monolith'));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(f.facade.table().generation).toBe(generation);
+    expect((await readFile(f.facade.audit!.file, 'utf8')).trim().split('\n')).toHaveLength(auditLines);
+  });
+});
