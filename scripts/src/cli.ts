@@ -1,0 +1,66 @@
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/**
+ * `strangler <command> [args]`: each command is one file under `commands/`, exporting
+ * `command: Command`. Exit codes: 0 success, 1 failure or differences found, 2 usage error.
+ */
+export interface Command {
+  summary: string;
+  usage: string;
+  options?: ParseArgsConfig['options'];
+  run(args: { positionals: string[]; values: Record<string, string | boolean | (string | boolean)[] | undefined> }): Promise<number>;
+}
+
+export class UsageError extends Error {}
+
+const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'commands');
+
+async function loadCommands(): Promise<Map<string, Command>> {
+  const out = new Map<string, Command>();
+  for (const file of (await readdir(dir)).filter((f) => f.endsWith('.ts')).sort()) {
+    const mod = (await import(pathToFileURL(path.join(dir, file)).href)) as { command?: Command };
+    if (mod.command) out.set(file.replace(/\.ts$/, ''), mod.command);
+  }
+  return out;
+}
+
+function help(commands: Map<string, Command>): string {
+  const rows = [...commands].map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `Usage: npm run strangler -- <command> [options]\n\nCommands:\n${rows.join('\n')}\n\nRun 'npm run strangler -- <command> --help' for a command's options.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const commands = await loadCommands();
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(help(commands));
+    return name ? 0 : 2;
+  }
+  const command = commands.get(name);
+  if (!command) {
+    console.error(`Unknown command "${name}".\n\n${help(commands)}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(`${command.summary}\n\nUsage: ${command.usage}`);
+    return 0;
+  }
+  try {
+    const { positionals, values } = parseArgs({ args: rest, options: command.options ?? {}, allowPositionals: true, strict: true });
+    return await command.run({ positionals, values });
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`${(err as Error).message}\n\nUsage: ${command.usage}`);
+      return 2;
+    }
+    console.error(`strangler ${name} failed: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

@@ -1,0 +1,54 @@
+import { ControlUsageError, flipPatch, flipRoute } from '@strangler/facade';
+import { UsageError, type Command } from '../cli.ts';
+
+export const command: Command = {
+  summary: 'flip a route: who serves it, shadow it, or canary it (through the admin API, or in the route file)',
+  usage: [
+    'npm run strangler -- flip <routeId> (--serve <upstream> | --shadow <upstream> [--percent N] | --canary <upstream> --percent N [--sticky-by user|header:<name>|cookie:<name>] | --off-shadow | --off-canary) --why "<reason>" [--who <name>] [--routes <file>]',
+    '  Talks to the admin API at STRANGLER_ADMIN_URL (default http://127.0.0.1:8081) with STRANGLER_ADMIN_TOKEN;',
+    '  with --routes <file> it edits the route file directly (a running facade reloads it). Every flip is audited.',
+  ].join('\n'),
+  options: {
+    serve: { type: 'string' },
+    shadow: { type: 'string' },
+    canary: { type: 'string' },
+    percent: { type: 'string' },
+    'sticky-by': { type: 'string' },
+    'off-shadow': { type: 'boolean' },
+    'off-canary': { type: 'boolean' },
+    why: { type: 'string' },
+    who: { type: 'string' },
+    routes: { type: 'string' },
+  },
+  async run({ positionals, values }) {
+    const [routeId, ...extra] = positionals;
+    if (!routeId || extra.length) throw new UsageError('Give exactly one route id (list them with: npm run strangler -- routes).');
+    try {
+      const patch = flipPatch({
+        serve: values.serve as string | undefined,
+        shadow: values.shadow as string | undefined,
+        canary: values.canary as string | undefined,
+        percent: values.percent as string | undefined,
+        stickyBy: values['sticky-by'] as string | undefined,
+        offShadow: values['off-shadow'] as boolean | undefined,
+        offCanary: values['off-canary'] as boolean | undefined,
+      });
+      const result = await flipRoute({
+        routeId,
+        patch,
+        why: (values.why as string | undefined) ?? '',
+        who: values.who as string | undefined,
+        routesFile: values.routes as string | undefined,
+        adminUrl: process.env.STRANGLER_ADMIN_URL || 'http://127.0.0.1:8081',
+        adminToken: process.env.STRANGLER_ADMIN_TOKEN,
+      });
+      console.log(`${routeId} changed (${result.via === 'admin' ? 'through the admin API' : 'in the route file'})`);
+      console.log(`  before: ${JSON.stringify(result.before)}`);
+      console.log(`  after:  ${JSON.stringify(result.after)}`);
+      return 0;
+    } catch (err) {
+      if (err instanceof ControlUsageError) throw new UsageError(err.message);
+      throw err;
+    }
+  },
+};

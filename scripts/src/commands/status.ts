@@ -1,0 +1,99 @@
+import { amqpEnv, connectAmqp, createDb, loadConfig, type ChannelModel } from '@strangler/platform';
+import type { Command } from '../cli.ts';
+import { databases, type DatabaseEntry } from '../databases.ts';
+import { extractions } from '../extractions/index.ts';
+
+interface OutboxStatus {
+  database: string;
+  unpublished: number | null;
+  oldestUnpublishedSeconds: number | null;
+  error?: string;
+}
+interface QueueStatus {
+  queue: string;
+  messages: number | null;
+  consumers: number | null;
+}
+interface BackfillStatus {
+  database: string;
+  spec: string;
+  done: boolean;
+  copied: number;
+  updatedAt: string;
+}
+
+async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
+  const knex = createDb(db.connection, { applicationName: 'strangler-status', pool: { max: 1 } });
+  try {
+    const { rows } = await knex.raw(
+      `select count(*)::int as n, extract(epoch from now() - min(created_at))::float as age from outbox where published_at is null`,
+    );
+    const hasBackfill = (await knex.raw(`select to_regclass('strangler_backfill') is not null as present`)).rows[0].present;
+    const backfills = hasBackfill
+      ? ((await knex('strangler_backfill').select('spec', 'done', 'copied', 'updated_at').orderBy('spec')) as Array<{ spec: string; done: boolean; copied: number; updated_at: Date }>).map(
+          (r) => ({ database: db.name, spec: r.spec, done: r.done, copied: Number(r.copied), updatedAt: r.updated_at.toISOString() }),
+        )
+      : [];
+    return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age) }, backfills };
+  } catch (err) {
+    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, error: (err as Error).message }, backfills: [] };
+  } finally {
+    await knex.destroy();
+  }
+}
+
+/** Passive checks only: a missing queue is reported, never created. */
+async function queueStatus(conn: ChannelModel, queue: string): Promise<QueueStatus> {
+  const ch = await conn.createChannel();
+  ch.on('error', () => {});
+  try {
+    const q = await ch.checkQueue(queue);
+    return { queue, messages: q.messageCount, consumers: q.consumerCount };
+  } catch {
+    return { queue, messages: null, consumers: null };
+  } finally {
+    await ch.close().catch(() => {});
+  }
+}
+
+export const command: Command = {
+  summary: 'sync status: outbox lag per database, consumer and parking queues, backfill progress',
+  usage: 'npm run strangler -- status [--json]',
+  options: { json: { type: 'boolean' } },
+  async run({ values }) {
+    const dbs = Object.values(databases());
+    const results = await Promise.all(dbs.map(outboxStatus));
+    const consumers = [...new Set(Object.values(extractions).flatMap((e) => e.consumers))];
+    let queues: QueueStatus[] = [];
+    let brokerError: string | undefined;
+    try {
+      const conn = await connectAmqp(loadConfig(amqpEnv).AMQP_URL, 'strangler-status');
+      try {
+        for (const c of consumers) queues.push(await queueStatus(conn, `${c}.events`), await queueStatus(conn, `${c}.dead`));
+      } finally {
+        await conn.close();
+      }
+    } catch (err) {
+      brokerError = (err as Error).message;
+      queues = [];
+    }
+    const report = { outboxes: results.map((r) => r.outbox), queues, backfills: results.flatMap((r) => r.backfills), brokerError };
+    if (values.json) {
+      console.log(JSON.stringify(report));
+    } else {
+      console.log('Outboxes (unpublished events, age of the oldest):');
+      for (const o of report.outboxes) {
+        console.log(`  ${o.database.padEnd(20)} ${o.error ? `unreachable: ${o.error}` : `${o.unpublished} unpublished${o.oldestUnpublishedSeconds === null ? '' : `, oldest ${o.oldestUnpublishedSeconds}s`}`}`);
+      }
+      console.log('Queues (messages waiting, consumers):');
+      if (brokerError) console.log(`  broker unreachable: ${brokerError}`);
+      for (const q of queues) console.log(`  ${q.queue.padEnd(28)} ${q.messages === null ? 'not declared yet' : `${q.messages} waiting, ${q.consumers} consumer(s)`}`);
+      console.log('Backfills:');
+      if (!report.backfills.length) console.log('  none run yet');
+      for (const b of report.backfills) console.log(`  ${`${b.database}/${b.spec}`.padEnd(34)} ${b.done ? 'complete' : 'in progress'}, ${b.copied} rows, ${b.updatedAt}`);
+      const parked = queues.filter((q) => q.queue.endsWith('.dead') && (q.messages ?? 0) > 0);
+      for (const p of parked) console.log(`\n${p.messages} parked message(s) in ${p.queue}: inspect with \`npm run strangler -- parked ${p.queue.replace(/\.dead$/, '')}\`.`);
+    }
+    return 0;
+  },
+};

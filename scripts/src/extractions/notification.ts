@@ -1,0 +1,36 @@
+import type { Extraction } from './index.ts';
+
+/**
+ * The notification service owns notifications and keeps a projection of users (id, email,
+ * name) to address them. Both are copied from the monolith and kept in step by events.
+ */
+export const notification: Extraction = {
+  service: 'notification',
+  database: (dbs) => dbs.notification,
+  // The service's consumer of monolith events, and the monolith's consumer of the service's.
+  consumers: ['notification', 'monolith-sync'],
+  // Binds `notification.events` (AMQP_URL, EVENTS_EXCHANGE, NOTIFICATION_QUEUE as the service reads
+  // them) before the snapshot, so every change committed after it waits in the queue.
+  async prepare(env) {
+    const { bindNotificationQueueFromEnv } = await import('@strangler/notification');
+    await bindNotificationQueueFromEnv(env);
+  },
+  specs: [
+    {
+      name: 'users',
+      source: { table: 'users' },
+      target: { table: 'users' },
+      key: 'id',
+      version: 'version',
+      columns: ['email', 'name', 'created_at', 'updated_at'],
+    },
+    {
+      name: 'notifications',
+      source: { table: 'notifications' },
+      target: { table: 'notifications' },
+      key: 'id',
+      version: 'version',
+      columns: ['user_id', 'channel', 'template', 'data', 'status', 'failure_reason', 'provider_message_id', 'created_at', 'updated_at', 'sent_at'],
+    },
+  ],
+};

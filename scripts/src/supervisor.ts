@@ -1,0 +1,77 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { backoffDelay, repoRoot, type Logger } from '@strangler/platform';
+
+export interface ProcessSpec {
+  /** Shown in logs (`[monolith] ...`). */
+  name: string;
+  /** A TypeScript entry file, relative to the repository root. */
+  entry: string;
+  args?: string[];
+  env?: Record<string, string>;
+}
+
+/**
+ * Runs the stack's processes as children (node --import tsx), prefixing their output with their
+ * name. A child that exits on its own is restarted with jittered backoff (up to 100 ms, 200 ms,
+ * ... capped at 10 s); one that keeps failing fast five times in a row stops the whole stack,
+ * since something (config, a port) needs fixing. `stop()` sends SIGTERM to every child and
+ * waits for them (each exits within 10 s by contract; after 12 s it is killed).
+ */
+export class Supervisor {
+  private readonly children = new Map<string, ChildProcess>();
+  private stopping = false;
+  private onFatal: (reason: string) => void = () => {};
+
+  constructor(private readonly log: Logger, private readonly baseEnv: Record<string, string | undefined>) {}
+
+  fatal(handler: (reason: string) => void) {
+    this.onFatal = handler;
+  }
+
+  start(spec: ProcessSpec, failures = 0): void {
+    const startedAt = Date.now();
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, spec.entry), ...(spec.args ?? [])], {
+      cwd: repoRoot,
+      env: { ...this.baseEnv, ...spec.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.children.set(spec.name, child);
+    const prefix = (stream: NodeJS.WritableStream) => (chunk: Buffer) => {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) stream.write(`[${spec.name}] ${line}\n`);
+    };
+    child.stdout!.on('data', prefix(process.stdout));
+    child.stderr!.on('data', prefix(process.stderr));
+    child.on('exit', (code, signal) => {
+      this.children.delete(spec.name);
+      if (this.stopping) return;
+      const fastFail = Date.now() - startedAt < 10_000;
+      const next = fastFail ? failures + 1 : 0;
+      if (next >= 5) {
+        this.onFatal(`${spec.name} exited ${signal ?? code} five times within seconds of starting; see its log above.`);
+        return;
+      }
+      const delay = backoffDelay(next, { baseMs: 200, maxMs: 10_000 });
+      this.log.warn({ process: spec.name, code, signal, restartInMs: delay }, 'process exited; restarting');
+      setTimeout(() => !this.stopping && this.start(spec, next), delay);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      [...this.children.values()].map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
+            child.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            child.kill('SIGTERM');
+          }),
+      ),
+    );
+  }
+}

@@ -1,0 +1,116 @@
+import type { Knex } from 'knex';
+import { sourceSelect, type SyncSpec } from './spec.ts';
+
+export interface BackfillOptions {
+  /** Rows per batch (one SELECT and one multi-row upsert each). Default 1,000. */
+  batchSize?: number;
+  /** Called after every batch with rows done so far and the snapshot's total (awaited). */
+  onProgress?: (done: number, total: number) => void | Promise<void>;
+  /** Checked between batches: an aborted backfill stops cleanly and resumes from its checkpoint. */
+  signal?: AbortSignal;
+}
+
+export interface BackfillResult {
+  spec: string;
+  total: number;
+  copied: number;
+  /** Rows skipped because the service already held that version or a newer one. */
+  skippedNewer: number;
+  resumedAfter: string | null;
+}
+
+/** Checkpoints live in the target database, next to the data they describe. */
+export async function ensureCheckpointTable(target: Knex): Promise<void> {
+  await target.raw(`create table if not exists strangler_backfill (
+    spec text primary key, last_key text, done boolean not null default false,
+    copied bigint not null default 0, updated_at timestamptz not null default now())`);
+}
+
+/**
+ * Copies `spec`'s rows from the monolith into the service, from one consistent snapshot
+ * (REPEATABLE READ, read only), in key order and batches, upserting only where the incoming
+ * version is newer than what the service holds: events the service already applied are never
+ * overwritten by older snapshot data.
+ *
+ * Hand-over to the event stream without a gap: the consumer's queue must be bound BEFORE the
+ * snapshot is taken (the caller does that), so every change committed after the snapshot is
+ * waiting in the queue, and the consumer's version rule applies exactly the newer ones.
+ *
+ * Resumable: after each batch the last key is checkpointed in the target database in the same
+ * transaction as the batch's upsert. A re-run continues after it (with a new snapshot: rows
+ * before the checkpoint that changed meanwhile arrive as events). `restart: true` starts over.
+ */
+export async function backfill(source: Knex, target: Knex, spec: SyncSpec, opts: BackfillOptions & { restart?: boolean } = {}): Promise<BackfillResult> {
+  const batchSize = opts.batchSize ?? 1_000;
+  await ensureCheckpointTable(target);
+  if (opts.restart) await target('strangler_backfill').where({ spec: spec.name }).delete();
+  const checkpoint = await target('strangler_backfill').where({ spec: spec.name }).first<{ last_key: string | null; done: boolean; copied: number } | undefined>();
+  if (checkpoint?.done) return { spec: spec.name, total: 0, copied: 0, skippedNewer: 0, resumedAfter: checkpoint.last_key };
+
+  const columns = sourceSelect(spec);
+  const targetColumns = [...new Set([spec.key, spec.version, ...spec.columns])];
+  const updates = targetColumns.filter((c) => c !== spec.key).map((c) => `"${c}" = excluded."${c}"`).join(', ');
+  const upsertSql = (n: number) =>
+    `insert into "${spec.target.table}" (${targetColumns.map((c) => `"${c}"`).join(', ')}) values ${Array.from({ length: n }, () => `(${targetColumns.map(() => '?').join(', ')})`).join(', ')}
+     on conflict ("${spec.key}") do update set ${updates} where "${spec.target.table}"."${spec.version}" < excluded."${spec.version}"`;
+
+  let lastKey = checkpoint?.last_key ?? null;
+  const resumedAfter = lastKey;
+  let copied = 0;
+  let skippedNewer = 0;
+
+  const total = await source.transaction(
+    async (snap) => {
+      const where = (q: Knex.QueryBuilder) => {
+        if (spec.source.where) q.whereRaw(spec.source.where);
+        return q;
+      };
+      const counted = await snap.raw(`select count(*)::bigint as n from "${spec.source.table}"${spec.source.where ? ` where ${spec.source.where}` : ''}`);
+      const totalRows = Number(counted.rows[0].n);
+      let done = Number(checkpoint?.copied ?? 0);
+      for (;;) {
+        if (opts.signal?.aborted) break;
+        const q = where(snap(spec.source.table).select(snap.raw(columns.join(', '))));
+        if (lastKey !== null) q.where(spec.key, '>', lastKey);
+        const rows = (await q.orderBy(spec.key).limit(batchSize)) as Record<string, unknown>[];
+        if (!rows.length) {
+          await saveCheckpoint(target, spec.name, lastKey, true, done);
+          break;
+        }
+        const values = rows.flatMap((r) => targetColumns.map((c) => toParam(r[c])));
+        const nextKey = String(rows[rows.length - 1]![spec.key]);
+        await target.transaction(async (trx) => {
+          const result = await trx.raw(upsertSql(rows.length), values as Knex.RawBinding[]);
+          const written = result.rowCount ?? rows.length;
+          copied += written;
+          skippedNewer += rows.length - written;
+          await saveCheckpoint(trx, spec.name, nextKey, false, done + rows.length);
+        });
+        lastKey = nextKey;
+        done += rows.length;
+        await opts.onProgress?.(done, totalRows);
+        if (rows.length < batchSize) {
+          await saveCheckpoint(target, spec.name, lastKey, true, done);
+          break;
+        }
+      }
+      return totalRows;
+    },
+    { isolationLevel: 'repeatable read', readOnly: true },
+  );
+  return { spec: spec.name, total, copied, skippedNewer, resumedAfter };
+}
+
+function toParam(value: unknown): unknown {
+  // JSON columns must be passed as JSON text; pg would send JS arrays as Postgres arrays.
+  if (value !== null && typeof value === 'object' && !(value instanceof Date) && !Buffer.isBuffer(value)) return JSON.stringify(value);
+  return value;
+}
+
+async function saveCheckpoint(db: Knex | Knex.Transaction, spec: string, lastKey: string | null, done: boolean, copied: number) {
+  await db.raw(
+    `insert into strangler_backfill (spec, last_key, done, copied, updated_at) values (?, ?, ?, ?, now())
+     on conflict (spec) do update set last_key = excluded.last_key, done = excluded.done, copied = excluded.copied, updated_at = now()`,
+    [spec, lastKey, done, copied],
+  );
+}

@@ -1,0 +1,4 @@
+export * from './spec.ts';
+export * from './canonical.ts';
+export * from './backfill.ts';
+export * from './verify.ts';
