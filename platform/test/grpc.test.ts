@@ -13,7 +13,8 @@ import {
   unary,
 } from '../src/index.ts';
 
-const proto = loadProto(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/echo.proto')) as any;
+type EchoPackage = { echo: { Echo: grpc.ServiceClientConstructor } };
+const proto = loadProto(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/echo.proto')) as unknown as EchoPackage;
 let calls = 0;
 
 async function startServer(port = 0) {
