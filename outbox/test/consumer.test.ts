@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import type { Channel, ChannelModel } from '@strangler/platform';
-import { consume, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
+import { consume, consumerQueues, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
 import { toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
 import { appliedCount, createDomainTables, replicaHandler, waitFor } from './helpers.ts';
@@ -158,7 +158,7 @@ describe('consume', () => {
 
   it('with the batch forms (versionsOf, applyAll), applies a burst per aggregate in version order and skips duplicates and gaps', async () => {
     const batches: number[] = [];
-    await start({
+    const c = await start({
       batchSize: 50,
       concurrency: 1,
       handler: {
@@ -180,11 +180,25 @@ describe('consume', () => {
     for (let v = 1; v <= 30; v++) ids.push(publish('burst', v));
     publish('burst', 3, { id: ids[2] }); // redelivery
     publish('burst', 2); // stale version, new id
-    publish('burst', 40); // gap: retried, parked after 3 tries
+    const gap = publish('burst', 40); // gap: retried, parked after 3 tries
     await waitFor('v30 applied', async () => (await replicaVersion('burst')) === 30, 5_000);
-    await new Promise((r) => setTimeout(r, 500));
+    const parked = await waitFor('the gap parked', async () => {
+      const { messages } = await listParked({ amqpUrl: broker.url, queue: c.queue });
+      return messages.length ? messages : null;
+    }, 5_000);
+    expect(parked).toMatchObject([{ id: gap, attempts: 3, error: expect.stringMatching(/version gap.*at version 30.*has 40/) }]);
     expect((await applied()).map((r) => r.version)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     expect(Math.max(...batches)).toBeGreaterThan(1);
+  });
+
+  it('loses nothing when its parking queue was deleted: the returned copy makes it reconnect and declare the queue again', async () => {
+    const c = await start();
+    const reconnects = vi.fn();
+    c.events.on('consumer:connected', reconnects);
+    await ch.deleteQueue(consumerQueues(c.queue).dead);
+    ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'garbage-2', persistent: true });
+    await waitFor('parked after the queue came back', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 1, 10_000);
+    expect(reconnects).toHaveBeenCalled();
   });
 
   it('parks a message that is not an event envelope at once', async () => {

@@ -133,8 +133,15 @@ describe('relay', () => {
     const relay = startRelay({ retentionMs: 0, retentionIntervalMs: 100 });
     const deleted: number[] = [];
     relay.events.on('relay:retention:deleted', ({ count }) => deleted.push(count));
-    await writeEvent(db.knex, 'ret-1');
-    await waitFor('published rows deleted', async () => Number((await db.knex('outbox').count<{ c: number }[]>({ c: '*' }))[0]!.c) === 0);
+    // No queue is bound to widget.*: this row stays unpublished (refused as unroutable).
+    const { id: kept } = await db.knex.transaction((trx) =>
+      appendEvent(trx, { aggregateType: 'widget', aggregateId: 'ret-w', aggregateVersion: 1, eventType: 'widget.kept', payload: {}, origin: 'monolith' }),
+    );
+    const { id: published } = await writeEvent(db.knex, 'ret-1');
+    await waitFor('the published row deleted', async () => !(await db.knex('outbox').where({ id: published }).first()));
+    await waitFor('the unroutable row refused', async () => (await db.knex('outbox').where({ id: kept }).first())?.attempts > 0);
+    await new Promise((r) => setTimeout(r, 300)); // three more retention runs
+    expect(await db.knex('outbox').pluck('id')).toEqual([kept]);
     expect(deleted.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   });
 

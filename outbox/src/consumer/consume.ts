@@ -269,8 +269,10 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
       }
     } catch (err) {
-      // Not acked: the broker redelivers the original once this channel is gone.
+      // Not acked. Drop this connection: the broker redelivers the original, and the reconnect
+      // declares the topology again (a deleted retry or parking queue comes back).
       emit('consumer:error', { queue: name, component: 'amqp', error: err });
+      onLost(gen, err);
     }
   }
 

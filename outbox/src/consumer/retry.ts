@@ -1,4 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import type { ConfirmChannel, ConsumeMessage, Options } from '@strangler/platform';
+
+/** Set on each copy so that a basic.return can be matched to the copy it refuses. */
+const COPY_HEADER = 'x-strangler-copy-id';
 
 /** Headers RabbitMQ adds on dead-lettering; dropped on copies so they do not grow with every retry. */
 const BROKER_HEADERS = new Set(['x-death', 'x-first-death-exchange', 'x-first-death-queue', 'x-first-death-reason', 'x-last-death-exchange', 'x-last-death-queue', 'x-last-death-reason']);
@@ -25,15 +29,42 @@ export function copyOptions(msg: Pick<ConsumeMessage, 'properties'>, headers: Re
   };
 }
 
+const returnedCopies = new WeakMap<ConfirmChannel, Set<string>>();
+
+/** Copy ids the broker returned on `pub`, listening for returns from the first use on. */
+function returnsOf(pub: ConfirmChannel): Set<string> {
+  let returned = returnedCopies.get(pub);
+  if (!returned) {
+    const ids = new Set<string>();
+    returned = ids;
+    returnedCopies.set(pub, ids);
+    pub.on('return', (msg: Pick<ConsumeMessage, 'properties'>) => {
+      const id = msg.properties.headers?.[COPY_HEADER];
+      if (typeof id === 'string') ids.add(id);
+    });
+  }
+  return returned;
+}
+
 /**
- * Publishes a copy of `msg` straight to `queue` (default exchange) and resolves once the broker
- * confirmed it. Callers ack the original only afterwards: a crash in between leaves both, and the
- * inbox absorbs the duplicate; the other order could lose the message.
+ * Publishes a copy of `msg` straight to `queue` (default exchange), `mandatory`, and resolves once
+ * the broker confirmed it. Callers ack the original only afterwards: a crash in between leaves
+ * both, and the inbox absorbs the duplicate; the other order could lose the message. A copy the
+ * broker returns (the queue does not exist) rejects: a confirm alone would not say it was dropped.
  */
 export function sendCopy(pub: ConfirmChannel, queue: string, msg: Pick<ConsumeMessage, 'content' | 'properties'>, headers: Record<string, string | number | null>): Promise<void> {
+  const returned = returnsOf(pub);
+  const copyId = randomUUID();
   return new Promise((resolve, reject) => {
     try {
-      pub.sendToQueue(queue, msg.content, copyOptions(msg, headers), (err) => (err ? reject(err) : resolve()));
+      const options = { ...copyOptions(msg, { ...headers, [COPY_HEADER]: copyId }), mandatory: true };
+      pub.sendToQueue(queue, msg.content, options, (err) => {
+        // RabbitMQ sends the return of an unroutable mandatory message before its ack.
+        const wasReturned = returned.delete(copyId);
+        if (err) reject(err);
+        else if (wasReturned) reject(new Error(`queue "${queue}" does not exist: the broker returned the copy`));
+        else resolve();
+      });
     } catch (err) {
       reject(err);
     }

@@ -75,7 +75,9 @@ export class Publisher {
     if (!ch) return { ...result, transportError: new Error('not connected to the broker') };
     let closed: Error | null = null;
     const onClose = () => (closed ??= new Error('channel closed while publishing'));
-    ch.once('close', onClose);
+    // Before amqplib's own close listener, which fails every pending confirm with "channel closed":
+    // those rows were not refused by the broker and must be retried at once, in order.
+    ch.prependOnceListener('close', onClose);
     const outcomes: Array<Promise<void>> = [];
     try {
       for (const row of rows) {
@@ -88,6 +90,8 @@ export class Publisher {
               ok = ch.publish(this.opts.exchange, msg.routingKey, msg.content, msg.options, (err) => {
                 const returned = this.returned.get(row.id);
                 if (returned !== undefined) this.returned.delete(row.id);
+                // Only a basic.nack is a refusal; any other error means the channel died.
+                if (err && !closed && (err as Error).message !== 'message nacked') closed = err as Error;
                 if (closed) {
                   // the channel died: whatever this callback says, the row is retried
                 } else if (err) result.rejected.push({ row, reason: 'nacked by the broker' });

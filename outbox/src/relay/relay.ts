@@ -183,6 +183,7 @@ export function createRelay(options: RelayOptions): Relay {
           transportFailed = false;
         }
         if (!(await pub.ready(signal))) break;
+        if (transportFailed) continue; // a batch failed while we waited: settle it first
         const rows = await claimBatch(session, opts.batchSize, [...inFlight.values()].flat());
         if (rows.length) {
           const batch: Promise<void> = publishRows(session, pub, rows).then(
