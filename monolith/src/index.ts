@@ -14,3 +14,4 @@ export { applyStateByVersion, syncBindings, syncHandler, type SyncedEntity } fro
 export { notificationSync } from './sync/notification-sync.ts';
 export { MONOLITH_SYNC_QUEUE, SYNCED_ENTITIES, startMonolithSync, type MonolithSyncOptions } from './sync/consumer.ts';
 export { loadSyncConfig, syncEnv, type SyncConfig } from './sync/config.ts';
+export { bindMonolithSyncQueue, bindMonolithSyncQueueFromEnv, syncQueueName } from './sync/bind.ts';

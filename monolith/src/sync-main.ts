@@ -1,7 +1,8 @@
 import express from 'express';
 import { createDb, createLogger, createRegistry, healthRoutes, listen, metricsHandler, onShutdown, pgConnection } from '@strangler/platform';
 import { loadSyncConfig } from './sync/config.ts';
-import { MONOLITH_SYNC_QUEUE, startMonolithSync } from './sync/consumer.ts';
+import { syncQueueName } from './sync/bind.ts';
+import { startMonolithSync } from './sync/consumer.ts';
 import { observeSync } from './sync/metrics.ts';
 
 // Wiring only: config, database, the sync consumer, /healthz /readyz /metrics, shutdown.
@@ -13,7 +14,7 @@ try {
   if (!rows[0]?.ready) {
     throw new Error(`Database "${config.MONOLITH_DB}" has no inbox/notifications tables: start the monolith once (it migrates its database) or run \`npm run migrate\`, then start the sync consumer.`);
   }
-  const queue = config.SYNC_QUEUE_PREFIX ? `${config.SYNC_QUEUE_PREFIX}.${MONOLITH_SYNC_QUEUE}` : MONOLITH_SYNC_QUEUE;
+  const queue = syncQueueName(config);
   const consumer = await startMonolithSync({
     db,
     amqpUrl: config.AMQP_URL,

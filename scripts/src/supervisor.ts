@@ -19,7 +19,7 @@ export interface ProcessSpec {
  * waits for them (each exits within 10 s by contract; after 12 s it is killed).
  */
 export class Supervisor {
-  private readonly children = new Map<string, ChildProcess>();
+  private readonly children = new Map<string, { child: ChildProcess; closed: Promise<void> }>();
   private stopping = false;
   private onFatal: (reason: string) => void = () => {};
 
@@ -36,42 +36,44 @@ export class Supervisor {
       env: { ...this.baseEnv, ...spec.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.children.set(spec.name, child);
     const prefix = (stream: NodeJS.WritableStream) => (chunk: Buffer) => {
       for (const line of chunk.toString('utf8').split('\n')) if (line) stream.write(`[${spec.name}] ${line}\n`);
     };
     child.stdout!.on('data', prefix(process.stdout));
     child.stderr!.on('data', prefix(process.stderr));
-    child.on('exit', (code, signal) => {
-      this.children.delete(spec.name);
-      if (this.stopping) return;
-      const fastFail = Date.now() - startedAt < 10_000;
-      const next = fastFail ? failures + 1 : 0;
-      if (next >= 5) {
-        this.onFatal(`${spec.name} exited ${signal ?? code} five times within seconds of starting; see its log above.`);
-        return;
-      }
-      const delay = backoffDelay(next, { baseMs: 200, maxMs: 10_000 });
-      this.log.warn({ process: spec.name, code, signal, restartInMs: delay }, 'process exited; restarting');
-      setTimeout(() => !this.stopping && this.start(spec, next), delay);
-    });
+    // 'close', not 'exit': it comes after the child's last output lines have been read, so its
+    // "stopped" line is printed before `npm start` itself exits.
+    const closed = new Promise<void>((resolve) =>
+      child.on('close', (code, signal) => {
+        resolve();
+        this.children.delete(spec.name);
+        if (this.stopping) {
+          this.log[code === 0 ? 'info' : 'warn']({ process: spec.name, code, signal }, code === 0 ? 'process stopped' : 'process stopped uncleanly');
+          return;
+        }
+        const fastFail = Date.now() - startedAt < 10_000;
+        const next = fastFail ? failures + 1 : 0;
+        if (next >= 5) {
+          this.onFatal(`${spec.name} exited ${signal ?? code} five times within seconds of starting; see its log above.`);
+          return;
+        }
+        const delay = backoffDelay(next, { baseMs: 200, maxMs: 10_000 });
+        this.log.warn({ process: spec.name, code, signal, restartInMs: delay }, 'process exited; restarting');
+        setTimeout(() => !this.stopping && this.start(spec, next), delay);
+      }),
+    );
+    this.children.set(spec.name, { child, closed });
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
     await Promise.all(
-      [...this.children.values()].map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
-            child.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            child.kill('SIGTERM');
-          }),
-      ),
+      [...this.children.values()].map(async ({ child, closed }) => {
+        const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+        await closed;
+        clearTimeout(timer);
+      }),
     );
   }
 }

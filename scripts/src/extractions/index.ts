@@ -15,9 +15,10 @@ export interface Extraction {
   consumers: string[];
   /**
    * Runs before the backfill takes its snapshot: declares and binds the service's consumer
-   * queue, so every change committed after the snapshot waits in the queue (no gap).
+   * queue, so every change committed after the snapshot waits in the queue (no gap). `npm start`
+   * runs it too, before any relay publishes. Returns the queues it bound.
    */
-  prepare?(env: Record<string, string | undefined>): Promise<void>;
+  prepare?(env: Record<string, string | undefined>): Promise<string[]>;
 }
 
 export const extractions: Record<string, Extraction> = { notification };

@@ -13,7 +13,7 @@ export const notification: Extraction = {
   // them) before the snapshot, so every change committed after it waits in the queue.
   async prepare(env) {
     const { bindNotificationQueueFromEnv } = await import('@strangler/notification');
-    await bindNotificationQueueFromEnv(env);
+    return [(await bindNotificationQueueFromEnv(env)).queue];
   },
   specs: [
     {
