@@ -7,6 +7,8 @@ interface OutboxStatus {
   database: string;
   unpublished: number | null;
   oldestUnpublishedSeconds: number | null;
+  /** Unpublished because no queue is bound for their routing key yet, per event type. */
+  unroutable: Record<string, number>;
   error?: string;
 }
 interface QueueStatus {
@@ -34,9 +36,13 @@ async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; 
           (r) => ({ database: db.name, spec: r.spec, done: r.done, copied: Number(r.copied), updatedAt: r.updated_at.toISOString() }),
         )
       : [];
-    return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age) }, backfills };
+    const held = await knex.raw(
+      `select event_type, count(*)::int as n from outbox where published_at is null and last_error like 'unroutable%' group by event_type order by event_type`,
+    );
+    const unroutable = Object.fromEntries((held.rows as Array<{ event_type: string; n: number }>).map((r) => [r.event_type, r.n]));
+    return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age), unroutable }, backfills };
   } catch (err) {
-    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, error: (err as Error).message }, backfills: [] };
+    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, error: (err as Error).message }, backfills: [] };
   } finally {
     await knex.destroy();
   }
@@ -84,6 +90,12 @@ export const command: Command = {
       console.log('Outboxes (unpublished events, age of the oldest):');
       for (const o of report.outboxes) {
         console.log(`  ${o.database.padEnd(20)} ${o.error ? `unreachable: ${o.error}` : `${o.unpublished} unpublished${o.oldestUnpublishedSeconds === null ? '' : `, oldest ${o.oldestUnpublishedSeconds}s`}`}`);
+        const held = Object.entries(o.unroutable);
+        if (held.length) {
+          const n = held.reduce((sum, [, c]) => sum + c, 0);
+          console.log(`  ${''.padEnd(20)} of which ${n} held because no queue is bound for ${held.map(([t, c]) => `${t} (${c})`).join(', ')}:`);
+          console.log(`  ${''.padEnd(20)} expected until a consumer of these events is deployed; the relay retries them every minute`);
+        }
       }
       console.log('Queues (messages waiting, consumers):');
       if (brokerError) console.log(`  broker unreachable: ${brokerError}`);

@@ -1,0 +1,47 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createTestDatabase } from '@strangler/platform/testing';
+import { appendEvent } from '@strangler/outbox';
+import { command as status } from '../src/commands/status.ts';
+
+const monolith = await createTestDatabase('monolith');
+const service = await createTestDatabase('notification');
+
+afterEach(() => vi.restoreAllMocks());
+
+async function runStatus(json: boolean): Promise<string> {
+  const out: string[] = [];
+  vi.spyOn(console, 'log').mockImplementation((line: string) => void out.push(line));
+  const env = { MONOLITH_DB: process.env.MONOLITH_DB, NOTIFICATION_SVC_DB: process.env.NOTIFICATION_SVC_DB };
+  process.env.MONOLITH_DB = monolith.name;
+  process.env.NOTIFICATION_SVC_DB = service.name;
+  try {
+    expect(await status.run({ positionals: [], values: { json } })).toBe(0);
+  } finally {
+    for (const [k, v] of Object.entries(env)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+  return out.join('\n');
+}
+
+describe('strangler status', () => {
+  it('tells events held for want of a bound queue apart from relay lag', async () => {
+    await monolith.knex.transaction(async (trx) => {
+      for (const [type, id] of [['order.placed', 'o1'], ['order.placed', 'o2'], ['payment.captured', 'p1'], ['user.updated', 'u1']] as const) {
+        await appendEvent(trx, { aggregateType: type.split('.')[0]!, aggregateId: id, aggregateVersion: 1, eventType: type, payload: {}, origin: 'monolith' });
+      }
+    });
+    // What the relay records for a row the broker returned; user.updated is merely not relayed yet.
+    await monolith.knex('outbox').whereIn('event_type', ['order.placed', 'payment.captured']).update({ attempts: 1, last_error: 'unroutable: NO_ROUTE (no queue is bound)' });
+
+    const report = JSON.parse(await runStatus(true));
+    const outbox = report.outboxes.find((o: { database: string }) => o.database === monolith.name);
+    expect(outbox).toMatchObject({ unpublished: 4, unroutable: { 'order.placed': 2, 'payment.captured': 1 } });
+    expect(report.outboxes.find((o: { database: string }) => o.database === service.name)).toMatchObject({ unpublished: 0, unroutable: {} });
+
+    const text = await runStatus(false);
+    expect(text).toMatch(/4 unpublished/);
+    expect(text).toMatch(/of which 3 held because no queue is bound for order\.placed \(2\), payment\.captured \(1\)/);
+  });
+});
