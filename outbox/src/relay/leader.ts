@@ -120,7 +120,23 @@ export class LeaderLease {
       await client.end().catch(() => {});
       throw err;
     }
+    serializeQueries(client);
     this.session = client;
     return client;
   }
+}
+
+/**
+ * The leader claims on this session while earlier batches mark their confirms on it. pg queues
+ * such overlapping queries itself but deprecates doing so (removed in pg 9): chain them here, in
+ * the order they were issued, exactly as pg's own queue would run them.
+ */
+function serializeQueries(client: pg.Client): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+  let tail: Promise<unknown> = Promise.resolve();
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const run = tail.then(() => query(...args));
+    tail = run.catch(() => {});
+    return run;
+  };
 }
