@@ -1,9 +1,10 @@
 import os from 'node:os';
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { AuditLog } from './admin/audit.ts';
 import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
 import { formatOf, parseRouteTable } from './routes/load.ts';
+import { withRouteFileLock } from './routes/lock.ts';
 import type { RoutePatch } from './routes/schema.ts';
 import type { RouteView } from './facade.ts';
 
@@ -58,25 +59,61 @@ export interface FlipResult {
   via: 'admin' | 'file';
   before: unknown;
   after: unknown;
+  /** False when the change is in effect but its audit entry could not be written. */
+  audited: boolean;
+  /** Why the audit entry could not be written. */
+  auditError?: string;
 }
 
 export const defaultWho = () => `${os.userInfo().username}@${os.hostname()}`;
 
-/** Changes one route through the admin API, or in `routesFile` directly (audited next to it). */
+/**
+ * Changes one route through the admin API, or in `routesFile` directly (audited next to it).
+ *
+ * With `routesFile`, a facade whose admin API is configured (a token) and reachable, and which
+ * serves that same file, is asked to make the change: it applies it at once and serialises it
+ * with its other changes. Otherwise the file is edited under its write lock (routes/lock.ts),
+ * which the facade's own write-back takes too, so two writers never overwrite each other's
+ * change: read, patch, validate, write atomically, then audit (a change that could not be
+ * written is never audited; one that could not be audited is reported, and a running facade
+ * then audits it as a file edit when it reloads).
+ */
 export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: string; who?: string; routesFile?: string; auditFile?: string } & Partial<AdminTarget>): Promise<FlipResult> {
   if (!o.why || o.why.trim().length < 3) throw new ControlUsageError('--why "<reason>" is required: it goes to the audit log.');
   const who = o.who ?? defaultWho();
   if (o.routesFile) {
     const file = path.resolve(o.routesFile);
-    const text = await readFile(file, 'utf8');
-    const edit = applyRoutePatch(text, formatOf(file), o.routeId, o.patch, file);
-    const audit = new AuditLog(o.auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
-    await audit.append([{ at: new Date().toISOString(), who, source: 'file', routeId: o.routeId, before: edit.before, after: edit.after, why: o.why, tableHash: edit.loaded.hash }]);
-    await writeFileAtomic(file, edit.loaded.text);
-    return { via: 'file', before: edit.before, after: edit.after };
+    if (!(o.adminToken && o.adminUrl && (await adminServes(o as AdminTarget, file)))) return flipFile(file, o.auditFile, o.routeId, o.patch, who, o.why);
   }
-  const body = await adminRequest<{ before: unknown; after: unknown }>(o as AdminTarget, 'PATCH', `/routes/${encodeURIComponent(o.routeId)}`, { ...o.patch, why: o.why, who });
-  return { via: 'admin', before: body.before, after: body.after };
+  const body = await adminRequest<{ before: unknown; after: unknown; audited?: boolean }>(o as AdminTarget, 'PATCH', `/routes/${encodeURIComponent(o.routeId)}`, { ...o.patch, why: o.why, who });
+  return { via: 'admin', before: body.before, after: body.after, audited: body.audited !== false };
+}
+
+async function flipFile(file: string, auditFile: string | undefined, routeId: string, patch: RoutePatch, who: string, why: string): Promise<FlipResult> {
+  return withRouteFileLock(file, async () => {
+    const text = await readFile(file, 'utf8');
+    const edit = applyRoutePatch(text, formatOf(file), routeId, patch, file);
+    await writeFileAtomic(file, edit.loaded.text);
+    const audit = new AuditLog(auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
+    try {
+      await audit.append([{ at: new Date().toISOString(), who, source: 'file', routeId, before: edit.before, after: edit.after, why, tableHash: edit.loaded.hash }]);
+      return { via: 'file' as const, before: edit.before, after: edit.after, audited: true };
+    } catch (err) {
+      return { via: 'file' as const, before: edit.before, after: edit.after, audited: false, auditError: `${audit.file}: ${(err as Error).message}` };
+    }
+  });
+}
+
+/** Whether a facade answers on the admin API and serves `file` (a short probe: any failure means no). */
+async function adminServes(target: AdminTarget, file: string): Promise<boolean> {
+  try {
+    const served = (await adminRequest<{ file: string | null }>(target, 'GET', '/routes', undefined, 2_000)).file;
+    if (!served) return false;
+    const real = (p: string) => realpath(p).catch(() => path.resolve(p));
+    return (await real(served)) === (await real(file));
+  } catch {
+    return false;
+  }
 }
 
 /** Routes with live stats from the admin API. */
@@ -91,7 +128,7 @@ export async function readRoutesFile(file: string): Promise<RouteView[]> {
   return spec.routes.map((r) => ({ id: r.id, match: r.match, effects: r.effects, serve: r.serve, shadow: r.shadow ?? null, canary: r.canary ?? null, stats: empty, shadowStats: null, breakers: {} }));
 }
 
-async function adminRequest<T>(target: AdminTarget, method: string, pathname: string, body?: unknown): Promise<T> {
+async function adminRequest<T>(target: AdminTarget, method: string, pathname: string, body?: unknown, timeoutMs = 10_000): Promise<T> {
   if (!target.adminToken) throw new ControlUsageError('Set STRANGLER_ADMIN_TOKEN to talk to the admin API, or pass --routes <file> to edit the route file directly.');
   const url = new URL(pathname, target.adminUrl.endsWith('/') ? target.adminUrl : `${target.adminUrl}/`);
   let res: Response;
@@ -100,7 +137,7 @@ async function adminRequest<T>(target: AdminTarget, method: string, pathname: st
       method,
       headers: { authorization: `Bearer ${target.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
-      signal: AbortSignal.timeout(10_000),
+      signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
     throw new Error(`cannot reach the admin API at ${target.adminUrl} (${(err as Error).cause ? String((err as { cause: { code?: string } }).cause.code ?? (err as Error).message) : (err as Error).message}): is the facade running with STRANGLER_ADMIN_TOKEN set? Or pass --routes <file> to edit the file directly.`);

@@ -11,5 +11,7 @@ export const facadeErrors = defineErrors({
   UPSTREAM_CIRCUIT_OPEN: { status: 503, message: 'The upstream is failing; its circuit breaker is open. Try again shortly.' },
   ROUTE_NOT_FOUND: { status: 404, message: 'No route with that id.' },
   ROUTE_TABLE_INVALID: { status: 400, message: 'The route table is invalid; see details for every problem.' },
+  ROUTE_FILE_WRITE_FAILED: { status: 500, message: 'The route file could not be written; nothing was changed.' },
+  ROUTE_FILE_LOCKED: { status: 409, message: 'Another writer holds the route file; try again.' },
   ROUTE_TABLE_CONFLICT: { status: 409, message: 'The route file changed on disk in a way that cannot be combined with this change.' },
 });

@@ -14,6 +14,7 @@ import { createFacadeMetrics, type FacadeMetrics } from './metrics.ts';
 import { ATTEMPT, abortAttempt, answerSocket, failAttempt, newAttempt, type Attempt } from './proxy.ts';
 import { decide, type Decision } from './router.ts';
 import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
+import { withRouteFileLock } from './routes/lock.ts';
 import { formatOf, loadRouteTableFile, parseRouteTable, RouteTableError, type LoadedTable, type TableFormat } from './routes/load.ts';
 import type { RoutePatch } from './routes/schema.ts';
 import { compileTable, type CompiledRoute, type RouteTable } from './routes/table.ts';
@@ -87,7 +88,7 @@ export interface RouteView {
   breakers: Record<string, BreakerState>;
 }
 
-/** Reserved path prefix on the client port: never proxied. */
+/** Reserved path prefix on the client port (healthz, readyz): never proxied. */
 export const RESERVED_PREFIX = '/__strangler/';
 const DEFAULT_ROUTE = '(default)';
 const EMPTY = Buffer.alloc(0);
@@ -152,8 +153,12 @@ export interface Facade extends EventEmitter {
   table(): RouteTable;
   /** Re-reads the route file; refuses an invalid one and keeps the current table. */
   reload(opts?: { source?: AuditSource; who?: string; why?: string }): Promise<ReloadResult>;
-  /** Applies a merge patch to one route, validated like the file, written back atomically, audited. */
-  changeRoute(routeId: string, patch: RoutePatch, meta: ChangeMeta): Promise<{ before: unknown; after: unknown; generation: number }>;
+  /**
+   * Applies a merge patch to one route, validated like the file, written back atomically (under
+   * the file's write lock), then applied and audited. `audited` is false when the change is in
+   * effect but the audit log could not be written (logged as an error).
+   */
+  changeRoute(routeId: string, patch: RoutePatch, meta: ChangeMeta): Promise<{ before: unknown; after: unknown; generation: number; audited: boolean }>;
   routes(): Promise<RouteView[]>;
   mismatches(opts?: { routeId?: string; limit?: number }): ReturnType<ShadowRecorder['list']>;
   /** False once the facade is stopping (readiness). */
@@ -206,22 +211,30 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     return run;
   };
 
-  async function swap(next: LoadedTable, source: AuditSource, who: string, why: string): Promise<number> {
+  /**
+   * Swaps in a table that is already in effect on disk (or, without a file, in memory), then
+   * audits its changes: after the fact, so the log never records a change that did not happen.
+   * A change some other writer (the CLI) already audited is not audited again.
+   */
+  async function swap(next: LoadedTable, source: AuditSource, who: string, why: string): Promise<{ changes: number; audited: boolean }> {
     const previous = current;
     current = compileTable(next, upstreams, ++generation);
+    previous.lease.retire();
     metrics.generation.set(generation);
     const changes = diffTables(previous.source.raw, next.raw);
+    let audited = true;
     try {
       if (audit && changes.length && (await audit.lastTableHash()) !== next.hash) {
         const at = new Date().toISOString();
         await audit.append(changes.map((c) => ({ at, who, source, ...c, why, tableHash: next.hash })));
       }
     } catch (err) {
-      // The file already changed on disk, so the new table serves; the missing entry must be loud.
+      // The change is in effect, so the new table serves; the missing entry must be loud.
+      audited = false;
       logger.error({ err, audit: audit?.file, source, changes: changes.map((c) => c.routeId) }, 'could not write the audit log for a route table change');
     }
     events.emit('facade:reload', { generation, source, who, why, changes: changes.map((c) => c.routeId ?? '(upstreams/default)') });
-    return changes.length;
+    return { changes: changes.length, audited };
   }
 
   /** Loads the route file and swaps it in if it changed (callers hold the lock). */
@@ -241,33 +254,57 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
       return { status: 'unchanged', generation };
     }
     const editor = who ?? (await fileOwner(routesFile));
-    const changes = await swap(next, source, editor, why ?? (source === 'sighup' ? 'reloaded on SIGHUP' : 'route file changed on disk'));
+    const { changes } = await swap(next, source, editor, why ?? (source === 'sighup' ? 'reloaded on SIGHUP' : 'route file changed on disk'));
     metrics.reloads.labels(source, 'applied').inc();
     return { status: 'applied', generation, changes };
   }
 
-  const reload: Facade['reload'] = ({ source = 'file', who, why } = {}) => serialised(() => loadFromDisk(source, who, why));
+  // Loading takes the file's write lock (routes/lock.ts), so a change another writer (the CLI) is
+  // making is read only once that writer has audited it; it gives up waiting rather than not load.
+  const reload: Facade['reload'] = ({ source = 'file', who, why } = {}) =>
+    serialised(() => (routesFile ? withRouteFileLock(routesFile, () => loadFromDisk(source, who, why), { waitMs: 5_000, onTimeout: 'proceed' }) : loadFromDisk(source, who, why)));
 
   const changeRoute: Facade['changeRoute'] = (routeId, patch, meta) =>
     serialised(async () => {
-      // An edit on disk not loaded yet (the watcher debounces) is taken in first, so it is neither lost nor blamed on this change.
-      if (routesFile) {
-        const pending = await loadFromDisk('file');
-        if (pending.status === 'invalid') {
-          throw facadeErrors.ROUTE_TABLE_CONFLICT(`The route file on disk is invalid; fix it before changing routes through the API: ${pending.problems.join('; ')}`);
-        }
+      if (!routesFile) return applyChange(routeId, patch, meta);
+      try {
+        return await withRouteFileLock(routesFile, () => applyChange(routeId, patch, meta));
+      } catch (err) {
+        if ((err as { code?: unknown }).code === 'EROUTELOCKED') throw facadeErrors.ROUTE_FILE_LOCKED(`${(err as Error).message} Nothing was changed.`, { file: routesFile });
+        throw err;
       }
-      const src = current.source;
-      const edit = applyRoutePatch(src.text, src.format, routeId, patch, routesFile ?? 'route table');
-      // Audit first, then the file: the watcher and swap() skip a change the log already ends with.
-      if (audit) {
-        await audit.append([{ at: new Date().toISOString(), who: meta.who, source: 'api', routeId, before: edit.before, after: edit.after, why: meta.why, tableHash: edit.loaded.hash }]);
-      }
-      if (routesFile) await writeFileAtomic(routesFile, edit.loaded.text);
-      await swap(edit.loaded, 'api', meta.who, meta.why);
-      metrics.reloads.labels('api', 'applied').inc();
-      return { before: edit.before, after: edit.after, generation };
     });
+
+  /** One API change: read-modify-write of the file under its lock, then swap and audit (callers hold both locks). */
+  async function applyChange(routeId: string, patch: RoutePatch, meta: ChangeMeta) {
+    // An edit on disk not loaded yet (the watcher debounces; another writer just released the
+    // lock) is taken in first, so it is neither lost nor blamed on this change.
+    if (routesFile) {
+      const pending = await loadFromDisk('file');
+      if (pending.status === 'invalid') {
+        throw facadeErrors.ROUTE_TABLE_CONFLICT(`The route file on disk is invalid; fix it before changing routes through the API: ${pending.problems.join('; ')}`);
+      }
+    }
+    const src = current.source;
+    const edit = applyRoutePatch(src.text, src.format, routeId, patch, routesFile ?? 'route table');
+    // The file first, then the table and the audit log: nothing is applied or audited unless it
+    // is on disk. The watcher's reload waits for the locks and then finds the table unchanged.
+    if (routesFile) {
+      try {
+        await writeFileAtomic(routesFile, edit.loaded.text);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
+        throw facadeErrors.ROUTE_FILE_WRITE_FAILED(
+          `The route file could not be written (${code}); nothing was changed. Make ${path.dirname(routesFile)} writable by the facade, or change the file where it is managed.`,
+          { file: routesFile, code },
+          { cause: err },
+        );
+      }
+    }
+    const { audited } = await swap(edit.loaded, 'api', meta.who, meta.why);
+    metrics.reloads.labels('api', 'applied').inc();
+    return { before: edit.before, after: edit.after, generation, audited };
+  }
 
   const stopWatching =
     routesFile && options.watch !== false
@@ -318,7 +355,7 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
         }
       } else body = null;
     }
-    let shadow: ShadowRun | null = decision.shadow && x.route?.shadow ? mirror.start(x.route.shadow, req, body, x.requestId, x.strip) : null;
+    let shadow: ShadowRun | null = decision.shadow && x.route?.shadow ? mirror.start(x.route.shadow, req, body, x.requestId, x.strip, x.table.lease) : null;
     let upstream: UpstreamRuntime = decision.upstream;
     let fellBack = false;
     for (;;) {
@@ -360,7 +397,7 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   const handler: RequestListener = (req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith(RESERVED_PREFIX)) {
-      void internal(req, res, url);
+      internal(req, res, url);
       return;
     }
     const table = current;
@@ -382,7 +419,9 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
       side: decision.side,
     };
     metrics.started();
+    table.lease.hold();
     res.once('close', () => {
+      table.lease.release();
       const finished = res.writableFinished;
       const a = x.attempt;
       if (!finished && a && !a.settled) {
@@ -413,27 +452,28 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
       return;
     }
     (req as IncomingMessage & { [ATTEMPT]?: Attempt })[ATTEMPT] = newAttempt(up.name, cleaned.requestId, cleaned.strip, null);
+    table.lease.hold();
+    socket.once('close', () => table.lease.release());
     up.proxy.upgrade(req, socket, head);
   };
 
-  async function internal(req: IncomingMessage, res: ServerResponse, url: string) {
+  function internal(_req: IncomingMessage, res: ServerResponse, url: string) {
     const name = url.slice(RESERVED_PREFIX.length).split('?')[0];
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
       res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
       res.end(text);
     };
+    // This is the client-facing port: nothing here names a route, an upstream or a breaker.
+    // Metrics and live state are on the admin port and the metrics port (server.ts).
     if (name === 'healthz') return send(200, { status: 'ok' });
-    if (name === 'readyz') {
-      const breakers = Object.fromEntries(upstreams.current().map((u) => [u.name, breakerState(u.breaker)]));
-      return send(closing ? 503 : 200, { status: closing ? 'stopping' : 'ready', generation, upstreams: breakers });
-    }
-    if (name === 'metrics') {
-      const text = await registry.metrics();
-      res.writeHead(200, { 'content-type': registry.contentType });
-      return res.end(text);
-    }
-    return send(404, { error: { code: 'ROUTE_NOT_FOUND', message: `Paths under ${RESERVED_PREFIX} are the facade's own (healthz, readyz, metrics) and are never proxied.` } });
+    if (name === 'readyz') return send(closing ? 503 : 200, { status: closing ? 'stopping' : 'ready' });
+    return send(404, {
+      error: {
+        code: 'ROUTE_NOT_FOUND',
+        message: `Paths under ${RESERVED_PREFIX} are the facade's own (healthz, readyz) and are never proxied; metrics are served on the admin port and on the metrics port (--metrics-port).`,
+      },
+    });
   }
 
   async function routes(): Promise<RouteView[]> {

@@ -9,12 +9,14 @@ import { listenFacade } from './server.ts';
 
 /**
  * `npm run facade -- [--routes <file>] [--port N] [--host H] [--admin-port N] [--admin-host H]
- * [--audit <file>] [--no-watch]`: the facade alone, in front of whatever the route table names.
- * Flags win over the environment (FACADE_ROUTES, FACADE_PORT, FACADE_HOST, FACADE_ADMIN_PORT,
- * FACADE_ADMIN_HOST, FACADE_AUDIT_LOG, STRANGLER_ADMIN_TOKEN). SIGHUP reloads the route table;
+ * [--metrics-port N] [--metrics-host H] [--audit <file>] [--no-watch]`: the facade alone, in
+ * front of whatever the route table names. Flags win over the environment (FACADE_ROUTES,
+ * FACADE_PORT, FACADE_HOST, FACADE_ADMIN_PORT, FACADE_ADMIN_HOST, FACADE_METRICS_PORT,
+ * FACADE_METRICS_HOST, FACADE_AUDIT_LOG, STRANGLER_ADMIN_TOKEN). SIGHUP reloads the route table;
  * SIGTERM/SIGINT stop accepting, drain in-flight requests and exit within 10 s.
  */
-export const USAGE = 'npm run facade -- [--routes <file>] [--port N] [--host H] [--admin-port N] [--admin-host H] [--audit <file>] [--no-watch]';
+export const USAGE =
+  'npm run facade -- [--routes <file>] [--port N] [--host H] [--admin-port N] [--admin-host H] [--metrics-port N] [--metrics-host H] [--audit <file>] [--no-watch]';
 
 const env = {
   FACADE_ROUTES: z.string().default(path.join(repoRoot, 'facade/routes.yaml')),
@@ -22,6 +24,9 @@ const env = {
   FACADE_HOST: z.string().default('127.0.0.1'),
   FACADE_ADMIN_PORT: port(8081),
   FACADE_ADMIN_HOST: z.string().default('127.0.0.1'),
+  /** Unset: no metrics listener of its own (metrics are on the admin port when the admin API is on). */
+  FACADE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  FACADE_METRICS_HOST: z.string().default('127.0.0.1'),
   FACADE_AUDIT_LOG: z.string().optional(),
   STRANGLER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 24)').optional(),
 };
@@ -45,6 +50,8 @@ export async function main(argv: string[]): Promise<void> {
         host: { type: 'string' },
         'admin-port': { type: 'string' },
         'admin-host': { type: 'string' },
+        'metrics-port': { type: 'string' },
+        'metrics-host': { type: 'string' },
         audit: { type: 'string' },
         'no-watch': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -63,9 +70,11 @@ export async function main(argv: string[]): Promise<void> {
   const cfg = loadConfig(env);
   let portArg: number | undefined;
   let adminPortArg: number | undefined;
+  let metricsPortArg: number | undefined;
   try {
     portArg = parsePort(args.port, '--port');
     adminPortArg = parsePort(args['admin-port'], '--admin-port');
+    metricsPortArg = parsePort(args['metrics-port'], '--metrics-port');
   } catch (err) {
     console.error(`${(err as Error).message}\n\nUsage: ${USAGE}`);
     process.exit(2);
@@ -92,6 +101,8 @@ export async function main(argv: string[]): Promise<void> {
     host: args.host ?? cfg.FACADE_HOST,
     adminPort: adminPortArg ?? cfg.FACADE_ADMIN_PORT,
     adminHost: args['admin-host'] ?? cfg.FACADE_ADMIN_HOST,
+    metricsPort: metricsPortArg ?? cfg.FACADE_METRICS_PORT ?? null,
+    metricsHost: args['metrics-host'] ?? cfg.FACADE_METRICS_HOST,
   });
   logger.info(
     {
@@ -99,6 +110,8 @@ export async function main(argv: string[]): Promise<void> {
       url: running.main.url,
       adminPort: running.admin?.port ?? null,
       admin: running.admin ? running.admin.url : 'off (set STRANGLER_ADMIN_TOKEN to enable)',
+      metricsPort: running.metrics?.port ?? null,
+      metrics: [running.admin && `${running.admin.url}/metrics`, running.metrics && `${running.metrics.url}/metrics`].filter(Boolean).join(' ') || 'off (set FACADE_METRICS_PORT, or STRANGLER_ADMIN_TOKEN for the admin port)',
       routes: facade.routesFile,
       audit: facade.audit?.file ?? null,
       generation: facade.table().generation,

@@ -96,6 +96,9 @@ export interface UpstreamProxy {
   forward(req: IncomingMessage, res: ServerResponse, attempt: Attempt): Promise<number>;
   /** Proxies a WebSocket upgrade; on failure answers 502 on the raw socket. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Stops pooling: idle sockets are destroyed now, sockets in use when their exchange ends. */
+  retire(): void;
+  /** Destroys every socket of the agent. */
   close(): void;
 }
 
@@ -196,6 +199,11 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
     },
     upgrade(req, socket, head) {
       middleware.upgrade(req, socket as never, head);
+    },
+    retire() {
+      // The agent destroys a socket freed while it holds maxFreeSockets idle ones.
+      agent.maxFreeSockets = 0;
+      for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
     },
     close() {
       agent.destroy();

@@ -11,22 +11,45 @@ export interface UpstreamRuntime {
   readonly settings: BreakerSettings;
 }
 
+/** What a route table holds while requests use it: see `UpstreamRegistry.lease`. */
+export interface TableLease {
+  /** A request (or a shadow run, a WebSocket) starts using the table. */
+  hold(): void;
+  /** ... and is done with it. */
+  release(): void;
+  /** The table is no longer current: once nothing holds it, its upstreams may close. */
+  retire(): void;
+}
+
+interface RuntimeState {
+  runtime: UpstreamRuntime;
+  /** Tables naming this runtime that are current or still have requests in flight. */
+  tables: number;
+  retired: boolean;
+}
+
 /**
  * The upstreams' long-lived parts (keep-alive agent, proxy, breaker), shared by successive route
  * tables. An upstream keeps its runtime across reloads while its URL and settings are unchanged,
- * so a reload neither resets a breaker nor drops pooled connections. A changed upstream gets a
- * new runtime; the old one is retired, not closed, because requests that started on the old
- * table may still use it: retired runtimes are closed after `retireAfterMs` and on close().
+ * so a reload neither resets a breaker nor drops pooled connections.
+ *
+ * A changed (or removed) upstream gets a new runtime and the old one is retired gracefully:
+ * its agent stops keeping sockets (idle ones are destroyed at once, a socket in use is destroyed
+ * when its exchange ends instead of going back to the pool), and it is closed (breaker shut
+ * down, agent destroyed) only when no request can use it any more. That is counted per table:
+ * every request holds the table it started on (from arrival, so a request still reading its body
+ * counts, until its response closes; shadow runs and WebSockets likewise), and a runtime closes
+ * when every table naming it is retired and holds no request. A long upload or stream that began
+ * before the reload is never cut by it, however long it lasts.
  */
 export class UpstreamRegistry {
   private readonly live = new Map<string, { key: string; runtime: UpstreamRuntime }>();
-  private readonly retired = new Set<UpstreamRuntime>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** By proxy, which the spec-only copies of a runtime share. */
+  private readonly states = new Map<UpstreamProxy, RuntimeState>();
 
   constructor(
     private readonly defaults: BreakerSettings,
     private readonly events: EventEmitter,
-    private readonly retireAfterMs = 60_000,
   ) {}
 
   /** Runtimes for every upstream of a table, reusing unchanged ones. */
@@ -61,17 +84,42 @@ export class UpstreamRegistry {
     }
   }
 
+  /** A lease for a table that names `runtimes`: they stay open while it is current or held. */
+  lease(runtimes: Iterable<UpstreamRuntime>): TableLease {
+    const states = [...new Set([...runtimes].map((r) => this.states.get(r.proxy)!))];
+    for (const s of states) s.tables++;
+    let inFlight = 0;
+    let current = true;
+    let drained = false;
+    const drainIfDone = () => {
+      if (current || inFlight > 0 || drained) return;
+      drained = true;
+      for (const s of states) {
+        s.tables--;
+        if (s.retired && s.tables === 0) this.dispose(s);
+      }
+    };
+    return {
+      hold: () => void inFlight++,
+      release: () => {
+        inFlight--;
+        drainIfDone();
+      },
+      retire: () => {
+        current = false;
+        drainIfDone();
+      },
+    };
+  }
+
   current(): UpstreamRuntime[] {
     return [...this.live.values()].map((e) => e.runtime);
   }
 
+  /** Closes every runtime, in use or not (the facade is shutting down). */
   close(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    for (const { runtime } of this.live.values()) this.dispose(runtime);
-    for (const runtime of this.retired) this.dispose(runtime);
+    for (const s of this.states.values()) this.dispose(s);
     this.live.clear();
-    this.retired.clear();
   }
 
   private create(name: string, spec: UpstreamSpec, settings: BreakerSettings): UpstreamRuntime {
@@ -79,23 +127,23 @@ export class UpstreamRegistry {
     breaker.on('open', () => this.events.emit('facade:breaker:open', { upstream: name }));
     breaker.on('halfOpen', () => this.events.emit('facade:breaker:half-open', { upstream: name }));
     breaker.on('close', () => this.events.emit('facade:breaker:close', { upstream: name }));
-    return { name, spec, settings, breaker, proxy: createUpstreamProxy({ name, url: spec.url, timeoutMs: settings.timeoutMs }) };
+    const runtime: UpstreamRuntime = { name, spec, settings, breaker, proxy: createUpstreamProxy({ name, url: spec.url, timeoutMs: settings.timeoutMs }) };
+    this.states.set(runtime.proxy, { runtime, tables: 0, retired: false });
+    return runtime;
   }
 
   private retire(runtime: UpstreamRuntime): void {
-    this.retired.add(runtime);
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      this.retired.delete(runtime);
-      this.dispose(runtime);
-    }, this.retireAfterMs);
-    timer.unref();
-    this.timers.add(timer);
+    const s = this.states.get(runtime.proxy);
+    if (!s || s.retired) return;
+    s.retired = true;
+    runtime.proxy.retire();
+    if (s.tables === 0) this.dispose(s);
   }
 
-  private dispose(runtime: UpstreamRuntime): void {
-    runtime.breaker.shutdown();
-    runtime.proxy.close();
+  private dispose(s: RuntimeState): void {
+    if (!this.states.delete(s.runtime.proxy)) return;
+    s.runtime.breaker.shutdown();
+    s.runtime.proxy.close();
   }
 }
 

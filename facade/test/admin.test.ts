@@ -1,11 +1,11 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import supertest from 'supertest';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { command as flipCommand } from '../../scripts/src/commands/flip.ts';
 import { command as routesCommand } from '../../scripts/src/commands/routes.ts';
 import { createAdminApi, createFacade, listenFacade, type RunningFacade } from '../src/index.ts';
-import { json, request, startFacade, startUpstream, tempDir, waitFor, type TestFacade, type Upstream } from './helpers.ts';
+import { json, request, startFacade, startUpstream, teardown, tempDir, waitFor, type TestFacade, type Upstream } from './helpers.ts';
 
 const TOKEN = 'admin-secret-for-tests-0123456789';
 
@@ -54,10 +54,29 @@ describe('admin API', () => {
     expect((await admin.get('/metrics')).text).toContain('strangler_facade_route_table_generation');
   });
 
+  it('serves metrics on a metrics port of their own when configured, loopback by default, even with the admin API off', async () => {
+    const facade = await createFacade({ routesText: fileText(monolith.url, notification.url) });
+    const running = await listenFacade(facade, { port: 0, adminPort: 0, metricsPort: 0 });
+    teardown(() => running.close(100));
+    expect(running.admin).toBeNull();
+    expect(running.metrics!.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    await request(`${running.main.url}/api/notifications/1`);
+    const metrics = await request(`${running.metrics!.url}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(metrics.headers['content-type']).toMatch(/^text\/plain/);
+    expect(metrics.body.toString()).toContain('strangler_facade_requests_total{route="notifications.get",upstream="monolith",side="serve",code="200"');
+    expect((await request(`${running.metrics!.url}/routes`)).status).toBe(404);
+    expect((await request(`${running.main.url}/__strangler/metrics`)).status).toBe(404);
+
+    const without = await listenFacade(await createFacade({ routesText: fileText(monolith.url, notification.url) }), { port: 0 });
+    teardown(() => without.close(100));
+    expect(without.metrics).toBeNull();
+  });
+
   it('is off unless a token is configured', async () => {
     const facade = await createFacade({ routesText: fileText(monolith.url, notification.url) });
     const running = await listenFacade(facade, { port: 0, adminPort: 0 });
-    afterAll(() => running.close(100));
+    teardown(() => running.close(100));
     expect(facade.adminEnabled).toBe(false);
     expect(running.admin).toBeNull();
   });
@@ -163,9 +182,9 @@ describe('strangler CLI: flip and routes', () => {
     await writeFile(file, fileText(monolith.url, notification.url));
     const facade = await createFacade({ routesFile: file, adminToken: TOKEN, watchDebounceMs: 20 });
     running = await listenFacade(facade, { port: 0, adminPort: 0 });
-    afterAll(() => running.close(100));
+    teardown(() => running.close(100));
     vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void out.push(args.join(' ')));
-    afterAll(() => vi.restoreAllMocks());
+    teardown(() => vi.restoreAllMocks());
   });
 
   const env = (vars: Record<string, string | undefined>) => {

@@ -2,11 +2,36 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll } from 'vitest';
+import { afterAll, onTestFinished } from 'vitest';
 import YAML from 'yaml';
-import { startServer } from '@strangler/platform/testing';
-import type { RunningServer } from '@strangler/platform';
+import { listen, type RunningServer } from '@strangler/platform';
 import { createFacade, type Facade, type FacadeOptions } from '../src/index.ts';
+
+/** Teardown registered outside a test (in beforeAll, at the top level), run at the end of the file, newest first. */
+const atFileEnd: Array<() => unknown> = [];
+afterAll(async () => {
+  for (const fn of atFileEnd.splice(0).reverse()) await fn();
+});
+
+/**
+ * Registers teardown where the resource is created: at the end of the current test when called
+ * inside one, else at the end of the file. (An `afterAll` registered from inside a test or a
+ * `beforeAll` is silently never run by vitest, so helpers cannot simply call `afterAll`.)
+ */
+export function teardown(fn: () => unknown): void {
+  try {
+    onTestFinished(async () => void (await fn()));
+  } catch {
+    atFileEnd.push(fn); // not inside a test
+  }
+}
+
+/** Listens on a free loopback port; closed by `teardown`. */
+async function startServer(app: Parameters<typeof listen>[0]): Promise<RunningServer> {
+  const running = await listen(app, 0);
+  teardown(() => running.close(1_000));
+  return running;
+}
 
 export interface Recorded {
   method: string;
@@ -36,7 +61,7 @@ const defaultHandler =
 
 /**
  * A real HTTP upstream on a free port that records every request (with its whole body) and
- * answers with `handler` (default: JSON naming itself). Closed at the end of the file.
+ * answers with `handler` (default: JSON naming itself). Closed at the end of the test or file.
  */
 export async function startUpstream(name: string, handler: Handler = defaultHandler(name), { bufferBody = true } = {}): Promise<Upstream> {
   const requests: Recorded[] = [];
@@ -68,19 +93,19 @@ export interface TestFacade {
   running: RunningServer;
 }
 
-/** A facade (factory + a port-0 listener with WebSocket upgrades), closed at the end of the file. */
+/** A facade (factory + a port-0 listener with WebSocket upgrades), closed at the end of the test or file. */
 export async function startFacade(options: FacadeOptions): Promise<TestFacade> {
   const facade = await createFacade({ breaker: { resetTimeoutMs: 60_000 }, ...options });
-  afterAll(() => facade.close());
+  teardown(() => facade.close());
   const running = await startServer(facade.handler);
   running.server.on('upgrade', facade.upgrade);
   return { facade, url: running.url, running };
 }
 
-/** A temporary folder, removed at the end of the file. */
+/** A temporary folder, removed at the end of the test or file. */
 export async function tempDir(): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'facade-test-'));
-  afterAll(() => rm(dir, { recursive: true, force: true }));
+  teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 

@@ -2,20 +2,22 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { repoRoot } from '@strangler/platform';
-import { json, request, startUpstream, table, tempDir, waitFor } from './helpers.ts';
+import { json, request, startUpstream, table, teardown, tempDir, waitFor } from './helpers.ts';
 
 const TOKEN = 'main-test-admin-token-0123456789';
 
 /** Starts `npm run facade`'s entry point as a real process; resolves with its ports from the start-up log line. */
-async function startMain(args: string[]): Promise<{ child: ChildProcess; port: number; adminPort: number | null; logs: Array<Record<string, unknown>>; exit: Promise<number | null> }> {
+async function startMain(
+  args: string[],
+): Promise<{ child: ChildProcess; port: number; adminPort: number | null; metricsPort: number | null; logs: Array<Record<string, unknown>>; exit: Promise<number | null> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'facade/src/main.ts'), ...args], {
     cwd: repoRoot,
     env: { ...process.env, VITEST: '', LOG_LEVEL: 'info', STRANGLER_ADMIN_TOKEN: TOKEN },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  afterAll(() => void child.kill('SIGKILL'));
+  teardown(() => void child.kill('SIGKILL'));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
@@ -34,7 +36,7 @@ async function startMain(args: string[]): Promise<{ child: ChildProcess; port: n
   });
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`facade did not start within 15 s: ${stderr}`)), 15_000));
   const entry = await Promise.race([listening, timeout]);
-  return { child, port: entry.port as number, adminPort: (entry.adminPort as number | null) ?? null, logs, exit };
+  return { child, port: entry.port as number, adminPort: (entry.adminPort as number | null) ?? null, metricsPort: (entry.metricsPort as number | null) ?? null, logs, exit };
 }
 
 describe('npm run facade', () => {
@@ -55,11 +57,13 @@ describe('npm run facade', () => {
       });
     await writeFile(file, routes('monolith'));
 
-    const main = await startMain(['--routes', file, '--port', '0', '--admin-port', '0', '--no-watch']);
+    const main = await startMain(['--routes', file, '--port', '0', '--admin-port', '0', '--metrics-port', '0', '--no-watch']);
     const url = `http://127.0.0.1:${main.port}`;
     expect(json(await request(`${url}/api/notifications/1`)).upstream).toBe('monolith');
     expect(json(await request(`${url}/__strangler/readyz`))).toMatchObject({ status: 'ready' });
     expect(main.adminPort).toBeGreaterThan(0);
+    expect((await request(`http://127.0.0.1:${main.metricsPort}/metrics`)).body.toString()).toContain('strangler_facade_requests_total{route="notifications.get"');
+    expect((await request(`http://127.0.0.1:${main.adminPort}/metrics`)).body.toString()).toContain('strangler_facade_requests_total{route="notifications.get"');
 
     // Watching is off: only SIGHUP picks up the change.
     await writeFile(file, routes('notification'));
@@ -87,7 +91,7 @@ describe('npm run facade', () => {
     const file = path.join(dir, 'routes.json');
     await writeFile(file, JSON.stringify({ upstreams: { monolith: { url: 'http://127.0.0.1:1' } }, routes: [{ id: 'x', match: { method: 'GET', path: '/x' }, effects: 'read', serve: 'nope' }], default: 'monolith' }));
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'facade/src/main.ts'), '--routes', file, '--port', '0'], { cwd: repoRoot, env: { ...process.env, STRANGLER_ADMIN_TOKEN: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    afterAll(() => void child.kill('SIGKILL'));
+    teardown(() => void child.kill('SIGKILL'));
     let stderr = '';
     child.stderr.on('data', (c) => (stderr += c));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

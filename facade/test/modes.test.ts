@@ -175,4 +175,28 @@ describe('shadowing an unsafe route', () => {
     await waitFor(async () => (await f.facade.routes())[0]!.shadowStats!.compared === 5, 5_000, 'comparisons');
     expect(f.facade.mismatches()).toEqual([]);
   });
+  it('shadows an idempotent route only as a dry run: the candidate never becomes a second writer', async () => {
+    const monolith = await startUpstream('monolith', (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ name: JSON.parse(req.body.toString()).name }));
+    });
+    const notification = await startUpstream('notification', (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ name: JSON.parse(req.body.toString()).name }));
+    });
+    const f = await startFacade({
+      routesText: table({
+        upstreams: { monolith: { url: monolith.url }, notification: { url: notification.url, dryRun: true } },
+        routes: [{ id: 'users.update', match: { method: 'PATCH', path: '/api/users/:id' }, effects: 'idempotent', serve: 'monolith', shadow: { to: 'notification' } }],
+        default: 'monolith',
+      }),
+    });
+    for (let i = 0; i < 3; i++) {
+      const res = await request(`${f.url}/api/users/1`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: '{"name":"n"}' });
+      expect(res.status).toBe(200);
+    }
+    await waitFor(() => notification.requests.length === 3, 5_000, 'shadow copies');
+    for (const r of notification.requests) expect(r.headers).toMatchObject({ 'x-strangler-dry-run': '1', 'x-strangler-shadow': '1' });
+    expect(monolith.requests.every((r) => r.headers['x-strangler-dry-run'] === undefined)).toBe(true);
+  });
 });

@@ -103,13 +103,18 @@ default: monolith
     ]);
   });
 
-  it('refuses shadowing an unsafe route to an upstream that does not declare dry-run support', () => {
-    const route = { id: 'notifications.send', match: { method: 'POST', path: '/api/notifications' }, effects: 'unsafe', serve: 'monolith', shadow: { to: 'notification' } };
-    expect(problems(table({ upstreams, default: 'monolith', routes: [route] }))).toEqual([
+  it('refuses shadowing a route that writes (unsafe or idempotent) to an upstream that does not declare dry-run support', () => {
+    const send = { id: 'notifications.send', match: { method: 'POST', path: '/api/notifications' }, effects: 'unsafe', serve: 'monolith', shadow: { to: 'notification' } };
+    const update = { id: 'users.update', match: { method: 'PATCH', path: '/api/users/:id' }, effects: 'idempotent', serve: 'monolith', shadow: { to: 'notification' } };
+    const read = { id: 'users.get', match: { method: 'GET', path: '/api/users/:id' }, effects: 'read', serve: 'monolith', shadow: { to: 'notification' } };
+    expect(problems(table({ upstreams, default: 'monolith', routes: [send, update, read] }))).toEqual([
       expect.stringMatching(/^route "notifications\.send" \(routes\[0\]\) field "shadow\.to": the route is unsafe, so "notification" must run shadow copies as dry runs: set upstreams\.notification\.dryRun: true/),
+      expect.stringMatching(
+        /^route "users\.update" \(routes\[1\]\) field "shadow\.to": the route is idempotent, so "notification" must run shadow copies as dry runs \(a real write would make it a second writer\): set upstreams\.notification\.dryRun: true .*or remove the shadow$/,
+      ),
     ]);
     const withDryRun = { ...upstreams, notification: { url: 'http://127.0.0.1:3104', dryRun: true } };
-    expect(parseRouteTable(table({ upstreams: withDryRun, default: 'monolith', routes: [route] }), 'yaml').spec.routes).toHaveLength(1);
+    expect(parseRouteTable(table({ upstreams: withDryRun, default: 'monolith', routes: [send, update, read] }), 'yaml').spec.routes).toHaveLength(3);
   });
 
   it('reports syntax errors with their line, and unknown fields by name', () => {

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { startFacade, startUpstream, table, type TestFacade, type Upstream } from './helpers.ts';
+import { startFacade, startUpstream, table, teardown, type TestFacade, type Upstream } from './helpers.ts';
 
 /** An upstream that answers HTTP and echoes WebSocket messages prefixed with its name. */
 async function wsUpstream(name: string) {
@@ -12,7 +12,7 @@ async function wsUpstream(name: string) {
     handshakes.push(req);
     socket.on('message', (data) => socket.send(`${name}:${data.toString()}`));
   });
-  afterAll(() => {
+  teardown(() => {
     for (const c of wss.clients) c.terminate();
     wss.close();
   });

@@ -20,9 +20,10 @@ export interface AuditEntry {
 /**
  * The audit log: an append-only JSON-lines file. Each change appends its entries in one write
  * (O_APPEND), so concurrent writers (the facade, the CLI editing the file) do not interleave
- * lines. A writer that changes the table file records the entries before the file changes; the
- * facade, seeing the file change, skips auditing when the last entry already carries the new
- * table's hash, so one change is never audited twice.
+ * lines. A writer that changes the table file records the entries after the new file is in place
+ * (a failed write leaves no entry), while holding the file's write lock (routes/lock.ts); the
+ * facade loads a changed file under the same lock and skips auditing when the last entry already
+ * carries the new table's hash, so one change is never audited twice.
  */
 export class AuditLog {
   constructor(readonly file: string) {}

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import YAML, { isMap, isSeq, type Document } from 'yaml';
 import { facadeErrors } from '../errors.ts';
@@ -67,20 +68,53 @@ function stripNulls(v: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null && x !== undefined));
 }
 
-/** Writes `text` to a temporary file in the same folder, flushes it, then renames it over `file`. */
+/**
+ * Replaces `file` with `text` atomically: a temporary file in the same folder, with the mode (and,
+ * when this process may set them, the owner and group) of the file it replaces, written and
+ * fsynced, renamed over `file`, then the folder fsynced so the rename itself survives a crash.
+ * Readers see the old content or the new, never a mix; a failure leaves the old file untouched.
+ */
 export async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const handle = await open(tmp, 'w');
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let existing: Stats | null = null;
   try {
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle.close();
+    existing = await stat(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+  const handle = await open(tmp, 'wx', existing ? existing.mode & 0o7777 : 0o644);
   try {
+    try {
+      await handle.writeFile(text, 'utf8');
+      if (existing) {
+        if (existing.uid !== process.getuid?.() || existing.gid !== process.getgid?.()) {
+          // Only root (or the owner, for a group it belongs to) may; otherwise the file becomes ours.
+          await handle.chown(existing.uid, existing.gid).catch(() => {});
+        }
+        await handle.chmod(existing.mode & 0o7777); // open() applied the umask
+      }
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await rename(tmp, file);
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
+  }
+  await syncDir(dir);
+}
+
+async function syncDir(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch (err) {
+    // Some platforms and file systems cannot fsync a folder (EISDIR, EINVAL, EPERM on Windows).
+    if (!['EISDIR', 'EINVAL', 'EPERM', 'EACCES'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  } finally {
+    await handle?.close();
   }
 }

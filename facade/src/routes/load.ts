@@ -121,9 +121,12 @@ function crossCheck(table: RouteTableSpec): string[] {
       const to = route.shadow.to;
       if (!known(to)) problems.push(`${label} field "shadow.to": ${unknown(to)}`);
       else if (to === route.serve) problems.push(`${label} field "shadow.to": "${to}" already serves the route; shadow to the other side`);
-      else if (route.effects === 'unsafe' && !table.upstreams[to]!.dryRun) {
+      else if (route.effects !== 'read' && !table.upstreams[to]!.dryRun) {
+        // A shadow copy of a write that the candidate really applies makes it a second writer of
+        // the same data (idempotent or not), which forks the two sides' data.
+        const why = route.effects === 'idempotent' ? ' (a real write would make it a second writer)' : '';
         problems.push(
-          `${label} field "shadow.to": the route is unsafe, so "${to}" must run shadow copies as dry runs: set upstreams.${to}.dryRun: true once it rolls back requests with x-strangler-dry-run: 1, or remove the shadow`,
+          `${label} field "shadow.to": the route is ${route.effects}, so "${to}" must run shadow copies as dry runs${why}: set upstreams.${to}.dryRun: true once it rolls back requests with x-strangler-dry-run: 1, or remove the shadow`,
         );
       }
     }

@@ -4,7 +4,7 @@ import { parseJsonPath } from '../shadow/json-path.ts';
 
 /**
  * The route table file (DESIGN.md "Route table"), validated field by field. Cross-field rules
- * (unknown upstreams, conflicting routes, unsafe shadowing without dry-run) live in load.ts,
+ * (unknown upstreams, conflicting routes, shadowing a write without dry-run) live in load.ts,
  * because they need the whole table.
  */
 
@@ -35,10 +35,10 @@ export const upstreamSchema = z.strictObject({
   url: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL, e.g. http://127.0.0.1:3104' }),
   /**
    * The upstream runs requests carrying `x-strangler-dry-run: 1` in a transaction it rolls back.
-   * Required to shadow an `unsafe` route to it.
+   * Required to shadow any route that is not `read` (`idempotent` or `unsafe`) to it.
    */
   dryRun: z.boolean({ error: 'must be true or false' }).default(false),
-  /** Idle time (no bytes either way) before the response headers after which the request fails with 504 (default 30000). */
+  /** Idle time (no bytes either way) before the response headers after which the request fails with 504 (default 10000, see DEFAULT_BREAKER in breakers.ts). */
   timeoutMs: positiveMs('idle time before the response headers').max(600_000, 'must be at most 600000 (10 minutes)').optional(),
   breaker: breakerSchema.optional(),
 });

@@ -1,7 +1,7 @@
 import { parseStickyBy, type StickyBy } from '../canary.ts';
 import { compileNormaliser } from '../shadow/normalise.ts';
 import type { ShadowTarget } from '../shadow/mirror.ts';
-import type { UpstreamRegistry, UpstreamRuntime } from '../upstreams.ts';
+import type { TableLease, UpstreamRegistry, UpstreamRuntime } from '../upstreams.ts';
 import type { LoadedTable } from './load.ts';
 import { compileMatcher, parsePattern, type Matcher, type PatternSegment } from './matcher.ts';
 import type { Effects, RouteSpec, RouteTableSpec } from './schema.ts';
@@ -17,7 +17,8 @@ export interface CompiledRoute {
 
 /**
  * One immutable, compiled route table. The facade swaps whole tables (one reference), and each
- * request reads the reference once when it arrives, so it finishes on the table it started with.
+ * request reads the reference once when it arrives, so it finishes on the table it started with
+ * (and on its upstreams' agents and breakers, kept open for it: see `lease`).
  */
 export interface RouteTable {
   readonly generation: number;
@@ -29,6 +30,11 @@ export interface RouteTable {
   readonly routes: readonly CompiledRoute[];
   readonly byId: ReadonlyMap<string, CompiledRoute>;
   readonly matcher: Matcher<CompiledRoute>;
+  /**
+   * Held by every request (and shadow run, WebSocket) from arrival until it is done, and retired
+   * when the table is swapped out: upstreams only this table names close once both are over.
+   */
+  readonly lease: TableLease;
 }
 
 export function compileTable(loaded: LoadedTable, registry: UpstreamRegistry, generation: number): RouteTable {
@@ -45,7 +51,8 @@ export function compileTable(loaded: LoadedTable, registry: UpstreamRegistry, ge
           candidate: up(r.shadow.to),
           percent: r.shadow.percent,
           normaliser: compileNormaliser(r.shadow),
-          candidateDryRun: r.effects !== 'read' && up(r.shadow.to).spec.dryRun,
+          // Validation made sure the candidate declares dryRun for every route that is not `read`.
+          candidateDryRun: r.effects !== 'read',
           probe: r.effects === 'read' ? 'plain' : serve.spec.dryRun ? 'dry-run' : null,
           noiseSample: r.shadow.noiseSample,
         }
@@ -71,5 +78,6 @@ export function compileTable(loaded: LoadedTable, registry: UpstreamRegistry, ge
     routes,
     byId: new Map(routes.map((r) => [r.id, r])),
     matcher,
+    lease: registry.lease(upstreams.values()),
   };
 }

@@ -4,7 +4,7 @@ import type { EventEmitter } from 'node:events';
 import { DRY_RUN_HEADER } from '@strangler/platform';
 import { SHADOW_HEADER } from '../headers.ts';
 import { timeoutError } from '../proxy.ts';
-import type { UpstreamRuntime } from '../upstreams.ts';
+import type { TableLease, UpstreamRuntime } from '../upstreams.ts';
 import { diffResponses } from './diff.ts';
 import type { NoiseLearner } from './noise.ts';
 import { decodeResponse, identical, normaliseResponse, type CapturedResponse, type NormalResponse, type Normaliser } from './normalise.ts';
@@ -54,19 +54,24 @@ export class ShadowMirror {
 
   constructor(private readonly o: MirrorOptions) {}
 
-  /** Starts mirroring one request (its body already read); null when it is skipped. */
-  start(target: ShadowTarget, req: IncomingMessage, body: Buffer | null, requestId: string, strip: string[] | null): ShadowRun | null {
+  /**
+   * Starts mirroring one request (its body already read); null when it is skipped. `lease` (the
+   * route table's) is held until the run ends, so the upstreams it uses stay open after a reload.
+   */
+  start(target: ShadowTarget, req: IncomingMessage, body: Buffer | null, requestId: string, strip: string[] | null, lease?: TableLease): ShadowRun | null {
     if (this.inFlight >= this.o.maxInFlight || body === null || target.candidate.breaker.opened) {
       this.result(target.routeId, 'skipped');
       return null;
     }
     this.inFlight++;
+    lease?.hold();
     const copy: CopyRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: copyHeaders(req.headers, strip, body), body };
     const candidate = send(target.candidate, copy, target.candidateDryRun, this.o.maxBodyBytes);
     const probeWanted = target.probe !== null && this.o.noise.shouldProbe(target.routeId, target.noiseSample);
     const probe = probeWanted ? send(target.primary, copy, target.probe === 'dry-run', this.o.maxBodyBytes) : null;
     const run = new ShadowRun(this.o.maxBodyBytes);
     void this.finish(target, copy, requestId, run, candidate, probe).finally(() => {
+      lease?.release();
       this.inFlight--;
       if (this.inFlight === 0) for (const resolve of this.idle) resolve();
     });

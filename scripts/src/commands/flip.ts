@@ -6,7 +6,8 @@ export const command: Command = {
   usage: [
     'npm run strangler -- flip <routeId> (--serve <upstream> | --shadow <upstream> [--percent N] | --canary <upstream> --percent N [--sticky-by user|header:<name>|cookie:<name>] | --off-shadow | --off-canary) --why "<reason>" [--who <name>] [--routes <file>]',
     '  Talks to the admin API at STRANGLER_ADMIN_URL (default http://127.0.0.1:8081) with STRANGLER_ADMIN_TOKEN;',
-    '  with --routes <file> it edits the route file directly (a running facade reloads it). Every flip is audited.',
+    '  with --routes <file> it still goes through the admin API when that facade serves the same file, and otherwise edits',
+    '  the file under its write lock (<file>.lock, shared with the facade; a running facade reloads it). Every flip is audited.',
   ].join('\n'),
   options: {
     serve: { type: 'string' },
@@ -45,6 +46,11 @@ export const command: Command = {
       console.log(`${routeId} changed (${result.via === 'admin' ? 'through the admin API' : 'in the route file'})`);
       console.log(`  before: ${JSON.stringify(result.before)}`);
       console.log(`  after:  ${JSON.stringify(result.after)}`);
+      if (!result.audited) {
+        console.error(
+          `warning: the change is in effect but its audit entry could not be written${result.auditError ? ` (${result.auditError})` : ''}; a running facade audits it as a file edit when it reloads.`,
+        );
+      }
       return 0;
     } catch (err) {
       if (err instanceof ControlUsageError) throw new UsageError(err.message);
