@@ -25,6 +25,8 @@ export const stackEnv = {
   FACADE_PORT: stackPort(8080),
   /** Read by the facade itself; its admin API is on only when STRANGLER_ADMIN_TOKEN is set. */
   FACADE_ADMIN_PORT: stackPort(8081),
+  /** The facade's Prometheus metrics (on loopback; the client port never serves them). */
+  FACADE_METRICS_PORT: stackPort(9466),
   MONOLITH_PORT: stackPort(3000),
   NOTIFICATION_PORT: stackPort(3104),
   NOTIFICATION_GRPC_PORT: stackPort(50054),
@@ -80,7 +82,7 @@ export function stackProcesses(dbs: ReturnType<typeof databases>, config: StackC
     { name: 'relay:monolith', entry: 'outbox/src/relay-main.ts', args: ['--db', dbs.monolith.name], env: { RELAY_METRICS_PORT: s(config.MONOLITH_RELAY_METRICS_PORT) } },
     { name: 'relay:notification', entry: 'outbox/src/relay-main.ts', args: ['--db', dbs.notification.name], env: { RELAY_METRICS_PORT: s(config.NOTIFICATION_RELAY_METRICS_PORT) } },
     { name: 'monolith-sync', entry: 'monolith/src/sync-main.ts', env: { SYNC_METRICS_PORT: s(config.SYNC_METRICS_PORT) } },
-    { name: 'facade', entry: 'facade/src/main.ts', args: ['--port', s(config.FACADE_PORT), '--routes', stackRoutesFile(config)] },
+    { name: 'facade', entry: 'facade/src/main.ts', args: ['--port', s(config.FACADE_PORT), '--routes', stackRoutesFile(config), '--metrics-port', s(config.FACADE_METRICS_PORT)] },
   ];
 }
 

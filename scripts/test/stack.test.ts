@@ -22,7 +22,7 @@ describe('npm start: the processes of the stack', () => {
     expect(procs['relay:monolith']).toMatchObject({ args: ['--db', 'monolith'], env: { RELAY_METRICS_PORT: '9464' } });
     expect(procs['relay:notification']).toMatchObject({ args: ['--db', 'notification_svc'], env: { RELAY_METRICS_PORT: '9465' } });
     expect(procs['monolith-sync']!.env).toEqual({ SYNC_METRICS_PORT: '9470' });
-    expect(procs.facade!.args).toEqual(['--port', '8080', '--routes', path.join(repoRoot, 'facade/routes.yaml')]);
+    expect(procs.facade!.args).toEqual(['--port', '8080', '--routes', path.join(repoRoot, 'facade/routes.yaml'), '--metrics-port', '9466']);
   });
 
   it('moves each process by its variable, sets the variable each child reads, and points the monolith at the moved gRPC port', () => {
@@ -34,6 +34,7 @@ describe('npm start: the processes of the stack', () => {
       NOTIFICATION_RELAY_METRICS_PORT: '19465',
       SYNC_METRICS_PORT: '19470',
       FACADE_PORT: '18080',
+      FACADE_METRICS_PORT: '19466',
       FACADE_ROUTES: '.data/routes.yaml',
       // a global RELAY_METRICS_PORT must not make the two relays collide
       RELAY_METRICS_PORT: '9999',
@@ -44,7 +45,7 @@ describe('npm start: the processes of the stack', () => {
     expect(procs['relay:monolith']!.env).toEqual({ RELAY_METRICS_PORT: '19464' });
     expect(procs['relay:notification']!.env).toEqual({ RELAY_METRICS_PORT: '19465' });
     expect(procs['monolith-sync']!.env).toEqual({ SYNC_METRICS_PORT: '19470' });
-    expect(procs.facade!.args).toEqual(['--port', '18080', '--routes', path.join(repoRoot, '.data/routes.yaml')]);
+    expect(procs.facade!.args).toEqual(['--port', '18080', '--routes', path.join(repoRoot, '.data/routes.yaml'), '--metrics-port', '19466']);
     expect(byName({ NOTIFICATION_GRPC_TARGET: 'dns:///notification:50054' }).monolith!.env!.NOTIFICATION_GRPC_TARGET).toBe('dns:///notification:50054');
     expect(stackProcesses(databases({ MONOLITH_DB: 'legacy' }), loadStackConfig({}))[2]!.args).toEqual(['--db', 'legacy']);
   });
