@@ -25,9 +25,11 @@ const unique = () => `${Math.floor(Date.now() / 1000)}_${randomBytes(4).toString
 
 /**
  * Gives the calling test file its own database, cloned from the migrated template of `owner`
- * (a folder under `migrations/`). Call it at the top level or in beforeAll. At the end of the
- * file the pools it handed out are closed and the database dropped WITHOUT force: if anything
- * still holds a connection (a leaked pool, relay or consumer), the file fails and names it.
+ * (a folder under `migrations/`). Call it at the file's top level: vitest 4 never runs an
+ * `afterAll` registered inside `beforeAll` or a test, so the database would be left behind. At
+ * the end of the file the pools it handed out are closed and the database dropped WITHOUT
+ * force: if anything still holds a connection (a leaked pool, relay or consumer), the file fails
+ * and names it.
  */
 export async function createTestDatabase(owner: string): Promise<TestDatabase> {
   const templates = JSON.parse(process.env.STRANGLER_TEST_TEMPLATES ?? '{}') as Record<string, string>;
