@@ -25,6 +25,8 @@ export interface FlipArgs {
   stickyBy?: string;
   offShadow?: boolean;
   offCanary?: boolean;
+  /** JSON paths the shadow comparison leaves out (with `shadow`), e.g. ids the primary generates and cannot be asked twice for. */
+  ignore?: string[];
 }
 
 /** Turns flip flags into a route merge patch. */
@@ -36,9 +38,11 @@ export function flipPatch(a: FlipArgs): RoutePatch {
   if (percent !== undefined && (!Number.isFinite(percent) || percent < 0 || percent > 100)) throw new ControlUsageError(`--percent must be a number from 0 to 100, got "${a.percent}".`);
   if (a.percent !== undefined && !a.shadow && !a.canary) throw new ControlUsageError('--percent goes with --shadow <upstream> or --canary <upstream>.');
   if (a.stickyBy !== undefined && !a.canary) throw new ControlUsageError('--sticky-by goes with --canary <upstream>.');
+  const ignore = (a.ignore ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+  if (a.ignore?.length && !a.shadow) throw new ControlUsageError('--ignore goes with --shadow <upstream>.');
   const patch: RoutePatch = {};
   if (a.serve) patch.serve = a.serve;
-  if (a.shadow) patch.shadow = { to: a.shadow, percent: percent ?? 100 };
+  if (a.shadow) patch.shadow = { to: a.shadow, percent: percent ?? 100, ...(ignore.length ? { ignore } : {}) };
   if (a.offShadow) patch.shadow = null;
   if (a.canary) {
     if (percent === undefined) throw new ControlUsageError('--canary needs --percent N (the share of traffic, 0-100).');

@@ -4,7 +4,9 @@ import { UsageError, type Command } from '../cli.ts';
 export const command: Command = {
   summary: 'flip a route: who serves it, shadow it, or canary it (through the admin API, or in the route file)',
   usage: [
-    'npm run strangler -- flip <routeId> (--serve <upstream> | --shadow <upstream> [--percent N] | --canary <upstream> --percent N [--sticky-by user|header:<name>|cookie:<name>] | --off-shadow | --off-canary) --why "<reason>" [--who <name>] [--routes <file>]',
+    'npm run strangler -- flip <routeId> (--serve <upstream> | --shadow <upstream> [--percent N] [--ignore <json paths>] | --canary <upstream> --percent N [--sticky-by user|header:<name>|cookie:<name>] | --off-shadow | --off-canary) --why "<reason>" [--who <name>] [--routes <file>]',
+    '  --ignore \'$.id,$.createdAt\' leaves those JSON paths out of the shadow comparison (repeatable or comma-separated):',
+    '  needed for values the primary generates on a write, which it cannot be asked twice for to learn as noise.',
     '  Talks to the admin API at STRANGLER_ADMIN_URL (default http://127.0.0.1:8081) with STRANGLER_ADMIN_TOKEN;',
     '  with --routes <file> it still goes through the admin API when that facade serves the same file, and otherwise edits',
     '  the file under its write lock (<file>.lock, shared with the facade; a running facade reloads it). Every flip is audited.',
@@ -14,6 +16,7 @@ export const command: Command = {
     shadow: { type: 'string' },
     canary: { type: 'string' },
     percent: { type: 'string' },
+    ignore: { type: 'string', multiple: true },
     'sticky-by': { type: 'string' },
     'off-shadow': { type: 'boolean' },
     'off-canary': { type: 'boolean' },
@@ -33,6 +36,7 @@ export const command: Command = {
         stickyBy: values['sticky-by'] as string | undefined,
         offShadow: values['off-shadow'] as boolean | undefined,
         offCanary: values['off-canary'] as boolean | undefined,
+        ignore: values.ignore as string[] | undefined,
       });
       const result = await flipRoute({
         routeId,
