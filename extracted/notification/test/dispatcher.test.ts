@@ -47,18 +47,6 @@ describe('the dispatcher', () => {
     expect(await provider.calls([created.id])).toMatchObject([{ outcome: 'delivered', recipient: 'ada@example.com', channel: 'email' }]);
   });
 
-  it('holds an email back until its user has been synchronised, then addresses it', async () => {
-    const userId = randomUUID();
-    const created = await queue({ userId, channel: 'email' });
-    expect(await dispatcher.runOnce()).toMatchObject({ retried: 1, sent: 0 });
-    expect(await provider.calls([created.id])).toEqual([]);
-    expect(await db.knex('notification_dispatch').where({ notification_id: created.id }).first()).toMatchObject({ attempts: 1, last_error: expect.stringMatching(/not been synchronised/) });
-    await db.knex('users').insert({ id: userId, email: 'grace@example.com', name: 'Grace', version: 1, created_at: new Date(), updated_at: new Date() });
-    await dispatcher.drain();
-    expect(await provider.calls([created.id])).toMatchObject([{ outcome: 'delivered', recipient: 'grace@example.com' }]);
-    expect(await row(created.id)).toMatchObject({ status: 'sent' });
-  });
-
   it('retries a rejected delivery and marks it failed after maxAttempts, with one event for the final state only', async () => {
     const created = await queue({ template: UNDELIVERABLE_TEMPLATE, channel: 'sms' });
     expect((await dispatcher.runOnce()).retried).toBeGreaterThanOrEqual(1);
@@ -96,7 +84,7 @@ describe('the dispatcher', () => {
   it('sends every notification exactly once when two dispatchers with their own pools and providers race', async () => {
     const ids = new Set<string>();
     await db.knex.transaction(async (trx) => {
-      const rows = Array.from({ length: 150 }, (_, i) => ({ id: randomUUID(), user_id: randomUUID(), channel: 'sms', template: 'race', data: { i }, status: 'queued', created_at: new Date() }));
+      const rows = Array.from({ length: 150 }, (_, i) => ({ id: randomUUID(), user_id: randomUUID(), channel: 'email', template: 'race', data: { i }, status: 'queued', created_at: new Date() }));
       await trx('notifications').insert(rows);
       await trx('notification_dispatch').insert(rows.map((r) => ({ notification_id: r.id })));
       rows.forEach((r) => ids.add(r.id));
@@ -118,8 +106,8 @@ describe('the dispatcher', () => {
   });
 
   it('answers a repeated provider call after a lost commit with the first receipt and delivers nothing twice', async () => {
-    const created = await queue({ channel: 'sms' });
-    const message = { notificationId: created.id, userId: created.userId, channel: 'sms' as const, template: 'welcome', data: {}, recipient: null };
+    const created = await queue({ channel: 'email' });
+    const message = { notificationId: created.id, userId: created.userId, channel: 'email' as const, template: 'welcome', data: {}, recipient: null };
     const first = await provider.deliver(message, new AbortController().signal);
     // The dispatcher's transaction rolled back (crash before commit): the row is claimed again.
     await dispatcher.drain();

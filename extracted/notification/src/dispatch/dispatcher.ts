@@ -41,8 +41,7 @@ export interface DispatchStats {
  * dispatch row and are never delivered here.
  *
  * Retries: with the defaults, attempts 2..5 wait 1, 2, 4 and 8 s; the 5th failure marks the
- * notification `failed`. An email whose user is not in the users projection yet counts as a
- * failed attempt without calling the provider. Retries touch only the dispatch row: no version bump, no event.
+ * notification `failed`. Retries touch only the dispatch row: no version bump, no event.
  * A database error aborts the batch (nothing is recorded; the claimed rows become due again)
  * and the loop backs off with jitter, up to 10 s.
  */
@@ -128,12 +127,7 @@ export class NotificationDispatcher {
 
   private async deliver(trx: Knex.Transaction, n: ClaimedNotification): Promise<'sent' | 'retried' | 'failed'> {
     const attempts = n.attempts + 1;
-    // An email needs its address from the users projection; a user created a moment ago in the
-    // monolith may not have arrived yet. Retry (with the usual backoff) rather than send blind.
-    const outcome =
-      n.channel === 'email' && n.recipient_email === null
-        ? { error: `no email address for user ${n.user_id} yet: the user has not been synchronised to this service` }
-        : await this.callProvider(n);
+    const outcome = await this.callProvider(n);
     if ('providerMessageId' in outcome) {
       const row = await finish(trx, n.id, { status: 'sent', providerMessageId: outcome.providerMessageId }, new Date());
       await recordNotificationEvent(trx, 'notification.sent', toNotificationState(row), { attempts });
