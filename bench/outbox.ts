@@ -8,7 +8,8 @@
  *   and no NOTIFY (`strangler.outbox_notify = off` for the database), CLIENTS clients;
  * - eventsPerSec: events/s applied by the consumer (its own database, inbox, version rule)
  *   while the same CLIENTS clients commit as fast as they can with the relay running;
- * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s.
+ * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s (after 1 s at that rate,
+ *   not recorded, for the pipeline to settle after the throughput run).
  *
  * The relay runs as `npm run relay` would (a child process), the consumer in another child
  * process, the producers here: three processes sharing the machine's cores with Postgres and
@@ -40,6 +41,7 @@ const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 10);
 const THROUGHPUT_WARMUP_SECONDS = 2;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
 const LATENCY_RATE = 500;
+const LATENCY_SETTLE_SECONDS = 1;
 
 const env = loadConfig({ ...pgEnv, ...amqpEnv });
 const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
@@ -296,22 +298,39 @@ async function main() {
       const { out } = await accounts(cpuBefore.perPid);
       const events = counter.n - written;
       console.error(`CPU µs per event during throughput+drain: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / events) * 1e6)])))}`);
+      // Events per consumer transaction (a batch's events share their applied time) and per relay
+      // mark statement (rows marked together share published_at, the statement's now()).
+      const batches = new Set([...applied.values()]).size;
+      const { rows: marks } = await admin.raw(`select count(distinct published_at)::int as n from outbox where published_at is not null`);
+      console.error(`events per consumer transaction: ${round(applied.size / batches)}, per relay mark: ${round(events / (marks[0] as { n: number }).n)}`);
     }
 
-    // 4. Latency at a steady 500 events/s: commit time here, applied time in the consumer.
+    // 4. Latency at a steady 500 events/s: commit time here, applied time in the consumer. The
+    // first LATENCY_SETTLE_SECONDS at that rate are not recorded: the relay and the consumer
+    // adapt their batching to the rate they see, and the throughput run just before left them
+    // tuned for saturation.
+    const latencyCpuBefore = debug ? await accounts() : null;
     const committed = new Map<string, number>();
-    const latencyStart = now();
-    const total = LATENCY_SECONDS * LATENCY_RATE;
+    const settleCount = LATENCY_SETTLE_SECONDS * LATENCY_RATE;
+    const total = settleCount + LATENCY_SECONDS * LATENCY_RATE;
+    const paceStart = now();
+    let latencyStart = paceStart;
     const inflight: Array<Promise<void>> = [];
     for (let i = 0; i < total; i++) {
-      const due = latencyStart + (i * 1_000) / LATENCY_RATE;
+      const due = paceStart + (i * 1_000) / LATENCY_RATE;
       const wait = due - now();
       if (wait > 0) await sleep(wait);
-      inflight.push(placeOrder(producers, counter.n++).then((id) => void committed.set(id, now())));
+      if (i === settleCount) latencyStart = now();
+      const placed = placeOrder(producers, counter.n++);
+      inflight.push(i < settleCount ? placed.then(() => {}) : placed.then((id) => void committed.set(id, now())));
     }
     await Promise.all(inflight);
     await waitUntil(() => [...committed.keys()].every((id) => applied.has(id)), 30_000, 'the latency events to arrive');
     const latencies = [...committed].map(([id, t]) => applied.get(id)! - t).sort((a, b) => a - b);
+    if (latencyCpuBefore) {
+      const { out } = await accounts(latencyCpuBefore.perPid);
+      console.error(`CPU µs per event at ${LATENCY_RATE}/s: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / total) * 1e6)])))}`);
+    }
     if (process.env.BENCH_DEBUG) {
       const perSecond: number[][] = [];
       for (const [id, t] of committed) (perSecond[Math.floor((t - latencyStart) / 1_000)] ??= []).push(applied.get(id)! - t);
@@ -319,7 +338,10 @@ async function main() {
       const { rows } = await admin.raw(`select id, extract(epoch from published_at) * 1000 as p from outbox where id = any(?::uuid[])`, [[...committed.keys()]]);
       const stage = (f: (id: string, t: number) => number) => { const v = [...committed].map(([id, t]) => f(id, t)).sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; };
       const pub = new Map<string, number>(rows.map((r: { id: string; p: number }) => [r.id, Number(r.p)]));
-      console.error('commit->published', stage((id, t) => pub.get(id)! - t), 'published->received', stage((id) => receivedAt.get(id)! - pub.get(id)!), 'received->applied', stage((id) => applied.get(id)! - receivedAt.get(id)!));
+      // published_at is written when the relay marks the row, which it does with its next claim
+      // after the broker's confirm (up to one poll interval after the consumer may have the
+      // event); "applying" is when the handler's applyAll ran (after begin, inbox and versions).
+      console.error('commit->marked', stage((id, t) => pub.get(id)! - t), 'commit->applying', stage((id, t) => receivedAt.get(id)! - t), 'applying->applied', stage((id) => applied.get(id)! - receivedAt.get(id)!));
       console.error('applied per 100 ms during the throughput run:', samples.map(([, n], i) => (i ? n - samples[i - 1]![1] : 0)).join(' '));
     }
 

@@ -191,6 +191,19 @@ describe('consume', () => {
     expect(Math.max(...batches)).toBeGreaterThan(1);
   });
 
+  it('applies messages that arrive together in few transactions, each aggregate in version order', async () => {
+    const c = await start({ concurrency: 4 });
+    const txns: number[] = [];
+    c.events.on('consumer:batch:committed', ({ applied }) => txns.push(applied.length));
+    const n = 60;
+    for (let v = 1; v <= n / 3; v++) for (const id of ['ta', 'tb', 'tc']) publish(id, v);
+    await waitFor('all applied', async () => (await applied()).length === n, 10_000);
+    const rows = await applied();
+    for (const id of ['ta', 'tb', 'tc']) expect(rows.filter((r) => r.aggregate_id === id).map((r) => r.version)).toEqual(Array.from({ length: n / 3 }, (_, i) => i + 1));
+    // One transaction per message would be 60; they arrive within a few ms of each other.
+    expect(txns.length).toBeLessThan(n / 4);
+  });
+
   it('loses nothing when its parking queue was deleted: the returned copy makes it reconnect and declare the queue again', async () => {
     const c = await start();
     const reconnects = vi.fn();

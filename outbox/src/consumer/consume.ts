@@ -16,6 +16,8 @@ import { fromMessage, HEADERS, type ReceivedEvent } from '../envelope.ts';
 import { applyBatch, type EventHandler, type Outcome } from './apply-batch.ts';
 import { safeEmitConsumer, type ConsumerEventMap, type ConsumerEvents } from './events.ts';
 import { sendCopy } from './retry.ts';
+import { coalesceWrites } from '../amqp-writes.ts';
+import { AckWindow } from './ack-window.ts';
 import { consumerQueues, declareConsumerTopology, retryDelays, type RetryPolicy } from './topology.ts';
 
 export interface ConsumeOptions {
@@ -32,11 +34,16 @@ export interface ConsumeOptions {
   amqpUrl: string;
   /** Default `strangler.events`. */
   exchange?: string;
-  /** Unacknowledged messages the broker hands this consumer at once. Default 200. */
+  /** Unacknowledged messages the broker hands this consumer at once. Default 500. */
   prefetch?: number;
-  /** Transactions running in parallel; events of one aggregate always share one lane, in arrival order. Default 4. */
+  /**
+   * Most transactions running at once. Default 4. Events of one aggregate are never in two
+   * running transactions, so they apply in arrival order. A second transaction only starts while
+   * one runs when a full batch is waiting or the oldest waiting message has waited a few ms:
+   * otherwise messages wait for the running one and go together in the next batch.
+   */
   concurrency?: number;
-  /** Most messages applied in one transaction. Default 50. */
+  /** Most messages applied in one transaction (each batch takes every message waiting, up to this). Default 200. */
   batchSize?: number;
   /** Delay-queue retries before a message is parked in `<queue>.dead`. */
   retry?: RetryPolicy;
@@ -57,6 +64,7 @@ interface Generation {
   conn: ChannelModel;
   ch: Channel;
   pub: ConfirmChannel;
+  acks: AckWindow;
   alive: boolean;
   tag?: string;
 }
@@ -65,17 +73,21 @@ interface Delivery {
   gen: Generation;
   msg: ConsumeMessage;
   event: ReceivedEvent;
-}
-
-interface Lane {
-  queue: Delivery[];
-  running: Promise<void> | null;
+  /** The aggregate: at most one transaction at a time holds it, so its events apply in arrival order. */
+  key: string;
+  /** When it arrived (performance.now()). */
+  at: number;
 }
 
 // Serialization failures and deadlocks are retried in place up to 5 times, then count as a
 // failed delivery; lost connections and restarts are retried for as long as they last.
 const CONTENTION_CODES = new Set(['40001', '40P01']);
 const MAX_CONTENTION_RETRIES = 5;
+// While one transaction runs, pending messages wait for it (and then go in one batch) unless
+// they are a full batch or the oldest has waited this long: a second transaction then starts.
+// Each transaction costs several round trips whatever its size, and on a loaded 2-core machine
+// those, not the rows, are most of the consumer's cost (bench/outbox.ts).
+const PARALLEL_AFTER_MS = 3;
 
 /**
  * Consumes `<queue>.events`: each message takes effect at most once and events of an aggregate
@@ -89,7 +101,7 @@ const MAX_CONTENTION_RETRIES = 5;
  *
  * Failure modes: a lost broker connection drops the messages not yet started (the broker
  * redelivers them) and reconnects with backoff (up to 250 ms, 500 ms ... capped at 5 s); a lost
- * database connection retries the same batch in place with the same backoff, holding its lane;
+ * database connection retries the same batch in place with the same backoff, holding its aggregates;
  * a handler error rolls the batch back and replays it one message per transaction, so only the
  * failing message goes to the delay queues, then to `<queue>.dead` after `maxAttempts`.
  * Resolves once consuming; rejects if the first connection or topology declaration fails.
@@ -102,9 +114,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     db,
     amqpUrl,
     exchange = EVENTS_EXCHANGE,
-    prefetch = 200,
+    prefetch = 500,
     concurrency = 4,
-    batchSize = 50,
+    batchSize = 200,
     retry = {},
     acceptFirstSeen = false,
     ignoreOrigin,
@@ -116,7 +128,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   const maxAttempts = delays.length + 1;
   const events: ConsumerEvents = new EventEmitter<ConsumerEventMap>();
   const emit = <K extends keyof ConsumerEventMap>(n: K, ...args: ConsumerEventMap[K]) => safeEmitConsumer(events, n, ...args);
-  const lanes: Lane[] = Array.from({ length: concurrency }, () => ({ queue: [], running: null }));
+  // Messages not yet in a transaction, in arrival order; aggregates held by running transactions.
+  let pending: Delivery[] = [];
+  const busy = new Set<string>();
+  const running = new Set<Promise<void>>();
+  let dispatchScheduled = false;
+  let recheck: NodeJS.Timeout | null = null;
   let current: Generation | null = null;
   let stopped = false;
   const stopping = new AbortController();
@@ -124,10 +141,11 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
 
   async function open(): Promise<Generation> {
     const conn = await connectAmqp(amqpUrl, `${name}-consumer`);
+    coalesceWrites(conn);
     try {
       const ch = await conn.createChannel();
       const pub = await conn.createConfirmChannel();
-      const gen: Generation = { conn, ch, pub, alive: true };
+      const gen: Generation = { conn, ch, pub, acks: new AckWindow(ch), alive: true };
       const lost = (error?: unknown) => onLost(gen, error);
       conn.on('close', lost);
       ch.on('close', lost);
@@ -152,7 +170,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     if (!gen.alive) return;
     gen.alive = false;
     void gen.conn.close().catch(() => {});
-    for (const lane of lanes) lane.queue = lane.queue.filter((d) => d.gen !== gen);
+    pending = pending.filter((d) => d.gen !== gen);
     if (stopped) return;
     emit('consumer:connection:lost', { queue: name, error });
     reconnecting ??= (async () => {
@@ -174,6 +192,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   function onMessage(gen: Generation, msg: ConsumeMessage | null) {
     if (!msg) return onLost(gen, new Error(`the broker cancelled the consumer of ${queues.events} (queue deleted?)`));
     if (!gen.alive || stopped) return;
+    gen.acks.delivered(msg);
     let event: ReceivedEvent;
     try {
       event = fromMessage(msg);
@@ -181,21 +200,67 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       void retryOrPark(gen, msg, null, (err as Error).message, true);
       return;
     }
-    const lane = lanes[laneOf(`${event.aggregateType}\u0000${event.aggregateId}`, concurrency)]!;
-    lane.queue.push({ gen, msg, event });
-    lane.running ??= runLane(lane).finally(() => {
-      lane.running = null;
-      if (lane.queue.length && !stopped) lane.running = runLane(lane);
+    pending.push({ gen, msg, event, key: `${event.aggregateType}\u0000${event.aggregateId}`, at: performance.now() });
+    scheduleDispatch();
+  }
+
+  /**
+   * Batches form after this turn's I/O callbacks ran: messages that arrived together (a relay
+   * batch arrives in one or a few socket reads) go into one transaction, not one each.
+   */
+  function scheduleDispatch() {
+    if (dispatchScheduled) return;
+    dispatchScheduled = true;
+    setImmediate(() => {
+      dispatchScheduled = false;
+      dispatch();
     });
   }
 
-  async function runLane(lane: Lane) {
-    while (lane.queue.length && !stopped) {
-      const gen = lane.queue[0]!.gen;
-      let n = 0;
-      while (n < lane.queue.length && n < batchSize && lane.queue[n]!.gen === gen) n++;
-      const batch = lane.queue.splice(0, n);
-      if (gen.alive) await processBatch(batch);
+  /** Starts transactions for the pending messages, within `concurrency`, one aggregate per transaction at a time. */
+  function dispatch() {
+    if (recheck) {
+      clearTimeout(recheck);
+      recheck = null;
+    }
+    while (!stopped && pending.length && running.size < concurrency) {
+      // Take, in arrival order, every message whose aggregate no running transaction holds, up
+      // to batchSize; once an aggregate is skipped, so are its later messages (order).
+      const skipped = new Set<string>();
+      const batch: Delivery[] = [];
+      const rest: Delivery[] = [];
+      const gen = pending.find((d) => !busy.has(d.key))?.gen;
+      let oldest = Infinity;
+      for (const d of pending) {
+        if (batch.length < batchSize && d.gen === gen && !busy.has(d.key) && !skipped.has(d.key)) {
+          batch.push(d);
+          oldest = Math.min(oldest, d.at);
+        } else {
+          skipped.add(d.key);
+          rest.push(d);
+        }
+      }
+      if (!batch.length) return; // every pending aggregate is held: the running transactions call dispatch again
+      if (running.size && batch.length < batchSize) {
+        const waited = performance.now() - oldest;
+        if (waited < PARALLEL_AFTER_MS) {
+          recheck = setTimeout(dispatch, PARALLEL_AFTER_MS - waited);
+          return;
+        }
+      }
+      pending = rest;
+      const keys = new Set(batch.map((d) => d.key));
+      for (const k of keys) busy.add(k);
+      const run: Promise<void> = processBatch(batch)
+        // Not expected (processBatch handles failures): drop the connection so that the broker
+        // redelivers whatever this batch left unacknowledged.
+        .catch((error: unknown) => onLost(batch[0]!.gen, error))
+        .finally(() => {
+          for (const k of keys) busy.delete(k);
+          running.delete(run);
+          if (!stopped) dispatch();
+        });
+      running.add(run);
     }
   }
 
@@ -230,6 +295,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       let duplicates = 0;
       let ignored = 0;
       const gaps: Array<Promise<void>> = [];
+      const done: ConsumeMessage[] = [];
       batch.forEach((d, i) => {
         const o = outcomes[i]!;
         if (o.kind === 'gap') {
@@ -239,8 +305,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         if (o.kind === 'applied') applied.push(d.event);
         else if (o.kind === 'duplicate') duplicates++;
         else ignored++;
-        ack(gen, d.msg);
+        done.push(d.msg);
       });
+      ack(gen, done);
       emit('consumer:batch:committed', { queue: name, applied, duplicates, ignored });
       await Promise.all(gaps);
       return;
@@ -260,12 +327,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
           [HEADERS.parkedAt]: new Date().toISOString(),
           [HEADERS.lastError]: null,
         });
-        ack(gen, msg);
+        ack(gen, [msg]);
         emit('consumer:message:parked', { queue: name, id, attempts, error: reason });
       } else {
         const delayMs = delays[attempts - 1]!;
         await sendCopy(gen.pub, queues.retry(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason });
-        ack(gen, msg);
+        ack(gen, [msg]);
         emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
       }
     } catch (err) {
@@ -276,10 +343,10 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     }
   }
 
-  function ack(gen: Generation, msg: ConsumeMessage) {
-    if (!gen.alive) return;
+  function ack(gen: Generation, msgs: ConsumeMessage[]) {
+    if (!gen.alive || !msgs.length) return;
     try {
-      gen.ch.ack(msg);
+      gen.acks.finish(msgs);
     } catch {
       // channel already closed: the message is redelivered and the inbox absorbs it
     }
@@ -296,8 +363,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       stopping.abort();
       const gen = current;
       if (gen?.alive && gen.tag) await gen.ch.cancel(gen.tag).catch(() => {});
-      for (const lane of lanes) lane.queue = [];
-      await Promise.race([Promise.allSettled(lanes.map((l) => l.running)), sleep(5_000)]);
+      pending = [];
+      if (recheck) clearTimeout(recheck);
+      await Promise.race([Promise.allSettled(running), sleep(5_000)]);
       await reconnecting;
       const last = current;
       if (last) {
@@ -317,11 +385,4 @@ function describe(err: unknown): string {
   const e = err as { code?: unknown; message?: unknown };
   const msg = typeof e?.message === 'string' ? e.message : String(err);
   return typeof e?.code === 'string' ? `${e.code}: ${msg}` : msg;
-}
-
-/** FNV-1a: a stable lane per aggregate, so its events stay in arrival order. */
-function laneOf(key: string, lanes: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  return (h >>> 0) % lanes;
 }

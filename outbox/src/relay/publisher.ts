@@ -1,5 +1,6 @@
 import { backoffDelay, connectAmqp, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
 import { toMessage, type OutboxRow } from '../envelope.ts';
+import { coalesceWrites } from '../amqp-writes.ts';
 
 export interface PublisherOptions {
   url: string;
@@ -107,19 +108,29 @@ export class Publisher {
         );
         if (!ok && !closed) await this.drained(ch, () => !!closed);
       }
-      const all = Promise.all(outcomes);
-      // Confirm timeout, suspended while the broker blocks the connection.
-      let waited = 0;
-      for (;;) {
-        const done = await Promise.race([all.then(() => true), sleep(250).then(() => false)]);
-        if (done || closed) break;
-        if (!this.blocked) waited += 250;
-        if (waited >= this.opts.confirmTimeoutMs) {
-          closed = new Error(`no publisher confirms within ${this.opts.confirmTimeoutMs} ms`);
-          this.reset(ch);
-          break;
-        }
-      }
+      // Confirm timeout, suspended while the broker blocks the connection. One timer per batch,
+      // cleared when the confirms are in: a timer left to fire would wake the process for
+      // nothing, once per batch.
+      await new Promise<void>((resolve) => {
+        let waited = 0;
+        let timer: NodeJS.Timeout | undefined;
+        const finish = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const tick = () => {
+          if (closed) return finish();
+          if (!this.blocked) waited += 250;
+          if (waited >= this.opts.confirmTimeoutMs) {
+            closed = new Error(`no publisher confirms within ${this.opts.confirmTimeoutMs} ms`);
+            this.reset(ch);
+            return finish();
+          }
+          timer = setTimeout(tick, 250);
+        };
+        timer = setTimeout(tick, 250);
+        void Promise.all(outcomes).then(finish);
+      });
     } finally {
       ch.off('close', onClose);
     }
@@ -142,6 +153,7 @@ export class Publisher {
       let conn: ChannelModel | null = null;
       try {
         conn = await connectAmqp(this.opts.url, this.opts.connectionName);
+        coalesceWrites(conn);
         const c = conn;
         c.on('close', () => this.onConnectionClosed(c));
         c.on('blocked', (reason: string) => {

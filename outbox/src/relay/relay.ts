@@ -32,8 +32,16 @@ export interface RelayOptions {
    * trigger silent (`outbox_relay.notify = false`) and polls every `pollIntervalMs`.
    */
   notify?: boolean;
-  /** Poll interval while busy (NOTIFY switched off because events arrive faster than ~1,000/s). Default 5 ms. */
+  /**
+   * Poll interval while busy (NOTIFY switched off because events arrive faster than 100/s), as
+   * long as they arrive slower than 800/s. Default 2 ms.
+   */
   busyPollMs?: number;
+  /**
+   * Poll interval while events arrive at 1,600/s or faster; between 800/s and 1,600/s it grows
+   * linearly from `busyPollMs` to this. Default 100 ms. See BUSY_RAMP_FROM_PER_SEC.
+   */
+  busyPollMaxMs?: number;
   /** A batch whose confirms take longer than this is abandoned and retried. Default 10,000 ms. */
   confirmTimeoutMs?: number;
   /** How often a follower tries to take the leader lease. Default 1,000 ms. */
@@ -67,10 +75,30 @@ export interface Relay {
 // on a cluster-wide lock held through the commit, and on a loaded 2-core machine the holder gets
 // descheduled, so the lock convoys: measured here, 16 producers fell from ~1,900 commits/s to
 // ~490/s with the relay listening, and commit-to-applied p50 rose to ~36 ms. Polling every
-// busyPollMs (5 ms) costs ~200 cheap index probes a second and adds at most that much latency.
+// busyPollMs (2 ms) costs up to ~500 cheap index probes a second and adds at most that much latency.
 const BUSY_ABOVE_PER_SEC = 100;
 const IDLE_BELOW_PER_SEC = 20;
 const RATE_WINDOW_MS = 250;
+// While busy, batches grow with the rate: the poll interval is busyPollMs up to
+// BUSY_RAMP_FROM_PER_SEC and grows linearly to busyPollMaxMs at BUSY_RAMP_TO_PER_SEC. Every poll
+// cycle costs about the same whatever it carries: a claim round trip, a broker round trip and,
+// in each consumer, a transaction. Measured in bench/outbox.ts on 2 cores: ~2 ms of CPU across
+// the processes involved per cycle (mostly their wake-ups and socket writes), so short polls cost
+// most of a core once every poll finds something, which a loaded machine takes from the
+// producers. Below the ramp latency wins (a 2 ms poll adds at most 2 ms); on it throughput does:
+// at the top of the ramp a cycle every 100 ms carries 160 events or more, and the pipeline
+// (relay, broker, consumer and their Postgres backends) took ~190 µs of CPU per event, against
+// ~1,500 µs at 500/s with 2 ms polls.
+//
+// The rate that drives it is the relay's own (rows claimed per RATE_WINDOW_MS), smoothed so that
+// it rises over about RATE_RISE_MS and falls at once. Falling does not even wait for the end of
+// a window when one long poll brings in less than half of what the rate predicts (and it
+// predicted enough rows for that to be no accident): the backlog a short stall leaves behind
+// (a checkpoint, a slow broker) looks like a burst and may stretch one poll, not the next ones,
+// and when the load goes down latency comes back right away.
+const BUSY_RAMP_FROM_PER_SEC = 800;
+const BUSY_RAMP_TO_PER_SEC = 1_600;
+const RATE_RISE_MS = 1_000;
 // After switching NOTIFY back on, a transaction whose trigger ran while it was off may commit
 // after the catch-up sweep without notifying: one extra sweep shortly after catches it.
 const SETTLE_SWEEP_MS = 50;
@@ -98,7 +126,8 @@ export function createRelay(options: RelayOptions): Relay {
     batchSize: 500,
     pollIntervalMs: 1_000,
     notify: true,
-    busyPollMs: 5,
+    busyPollMs: 2,
+    busyPollMaxMs: 100,
     confirmTimeoutMs: 10_000,
     leaseRetryMs: 1_000,
     retentionMs: 24 * 3_600_000,
@@ -140,30 +169,17 @@ export function createRelay(options: RelayOptions): Relay {
     await session.query('update outbox_relay set notify = $1 where id = 1 and notify is distinct from $1', [on]);
   }
 
-  /** Publishes one batch and marks the outcome; resolves false if the broker connection failed under it. */
-  async function publishRows(session: pg.Client, pub: Publisher, rows: OutboxRow[]): Promise<boolean> {
-    const started = performance.now();
-    const result = await pub.publish(rows);
-    // Mark what the broker confirmed even when the batch failed part-way: those rows are safe.
-    await markPublished(session, result.confirmed.map((r) => r.seq));
-    await markRejected(session, result.rejected.map((r) => ({ seq: r.row.seq, reason: r.reason })));
-    for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, reason: r.reason });
-    if (result.transportError) emit('relay:batch:failed', { count: rows.length - result.confirmed.length - result.rejected.length, error: result.transportError });
-    if (result.confirmed.length || result.rejected.length) {
-      emit('relay:batch:published', { count: result.confirmed.length, failed: result.rejected.length, durationMs: performance.now() - started });
-    }
-    return !result.transportError;
-  }
-
   /**
    * One tenure as leader: sweep, then publish as rows appear, until the lease is lost or we stop.
    * Up to MAX_IN_FLIGHT batches await their confirms at once; a claim skips the rows in flight,
-   * so waiting for the broker never holds back rows committed meanwhile.
+   * so waiting for the broker never holds back rows committed meanwhile. Confirmed rows are
+   * marked by the next claim (the same statement), or on their own when no claim is coming.
    */
   async function lead(tenure: Tenure, pub: Publisher) {
     const signal = AbortSignal.any([tenure.signal, stopping.signal]);
     const { session } = tenure;
     const inFlight = new Map<Promise<void>, number[]>();
+    let confirmed: number[] = []; // confirmed, not yet marked: left out of claims until marked
     let failure: unknown = null;
     let transportFailed = false;
     let mode: 'notify' | 'busy' | 'poll' = opts.notify ? 'notify' : 'poll';
@@ -172,6 +188,30 @@ export function createRelay(options: RelayOptions): Relay {
     let windowStart = performance.now();
     let windowCount = 0;
     let settleAt = 0;
+    let sleeping = false;
+    let busyPollMs = opts.busyPollMs;
+    let smoothedPerSec = 0;
+    // When the previous claim started, and whether the relay slept a busy poll since.
+    let previousClaimAt = 0;
+    let polled = false;
+
+    /** Publishes one batch and records the outcome; resolves false if the broker connection failed under it. */
+    async function publishRows(rows: OutboxRow[]): Promise<boolean> {
+      const started = performance.now();
+      const result = await pub.publish(rows);
+      // What the broker confirmed is safe even when the batch failed part-way.
+      for (const r of result.confirmed) confirmed.push(r.seq);
+      await markRejected(session, result.rejected.map((r) => ({ seq: r.row.seq, reason: r.reason })));
+      for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, reason: r.reason });
+      if (result.transportError) emit('relay:batch:failed', { count: rows.length - result.confirmed.length - result.rejected.length, error: result.transportError });
+      if (result.confirmed.length || result.rejected.length) {
+        emit('relay:batch:published', { count: result.confirmed.length, failed: result.rejected.length, durationMs: performance.now() - started });
+      }
+      // Idle (a long wait for NOTIFY ahead): mark now rather than at the next claim.
+      if (result.confirmed.length && sleeping && mode !== 'busy') wakeup.notify();
+      return !result.transportError;
+    }
+
     wakeup.notify(); // catch-up sweep on taking the lease
     try {
       while (!signal.aborted) {
@@ -184,9 +224,26 @@ export function createRelay(options: RelayOptions): Relay {
         }
         if (!(await pub.ready(signal))) break;
         if (transportFailed) continue; // a batch failed while we waited: settle it first
-        const rows = await claimBatch(session, opts.batchSize, [...inFlight.values()].flat());
+        const marking = confirmed;
+        confirmed = [];
+        const claimedAt = performance.now();
+        let rows: OutboxRow[];
+        try {
+          rows = await claimBatch(session, opts.batchSize, [...[...inFlight.values()].flat(), ...marking], marking);
+        } catch (err) {
+          confirmed = marking.concat(confirmed);
+          throw err;
+        }
+        if (polled) {
+          // What this claim found arrived since the previous one started.
+          const before = smoothedPerSec;
+          smoothedPerSec = rateAfterPoll(smoothedPerSec, rows.length, claimedAt - previousClaimAt);
+          if (smoothedPerSec !== before) busyPollMs = busyPollFor(smoothedPerSec, opts.busyPollMs, Math.max(opts.busyPollMs, opts.busyPollMaxMs));
+        }
+        polled = false;
+        previousClaimAt = claimedAt;
         if (rows.length) {
-          const batch: Promise<void> = publishRows(session, pub, rows).then(
+          const batch: Promise<void> = publishRows(rows).then(
             (ok) => void (transportFailed ||= !ok),
             (err) => void (failure ??= err),
           );
@@ -199,8 +256,10 @@ export function createRelay(options: RelayOptions): Relay {
         const now = performance.now();
         if (opts.notify && now - windowStart >= RATE_WINDOW_MS) {
           const perSec = (windowCount * 1_000) / (now - windowStart);
+          smoothedPerSec = smoothRate(smoothedPerSec, perSec, now - windowStart);
           windowStart = now;
           windowCount = 0;
+          busyPollMs = busyPollFor(smoothedPerSec, opts.busyPollMs, Math.max(opts.busyPollMs, opts.busyPollMaxMs));
           if (mode === 'notify' && perSec > BUSY_ABOVE_PER_SEC) {
             mode = 'busy';
             await setNotify(session, false);
@@ -214,15 +273,25 @@ export function createRelay(options: RelayOptions): Relay {
           }
         }
         if (rows.length === opts.batchSize) continue; // backlog: claim again at once
-        if (mode === 'busy') await sleep(opts.busyPollMs, signal);
-        else if (settleAt > now) {
-          await wakeup.wait(settleAt - now, signal);
-          settleAt = 0;
-        } else await wakeup.wait(opts.pollIntervalMs, signal);
+        sleeping = true;
+        try {
+          if (mode === 'busy') {
+            await sleep(busyPollMs, signal);
+            polled = true;
+          }
+          else if (confirmed.length) continue; // marks pending: claim (and mark) at once
+          else if (settleAt > now) {
+            await wakeup.wait(settleAt - now, signal);
+            settleAt = 0;
+          } else await wakeup.wait(opts.pollIntervalMs, signal);
+        } finally {
+          sleeping = false;
+        }
       }
     } finally {
       // Batches in flight finish (their confirms are worth marking) before the tenure ends.
       await Promise.all(inFlight.keys());
+      if (confirmed.length && !tenure.signal.aborted) await markPublished(session, confirmed).catch((error: unknown) => emit('relay:db:error', { error }));
     }
     if (failure) throw failure;
   }
@@ -335,6 +404,28 @@ export function createRelay(options: RelayOptions): Relay {
       };
     },
   };
+}
+
+/** The smoothed rate after a window of `windowMs` that saw `perSec`: up slowly, down at once (see RATE_RISE_MS). */
+export function smoothRate(previous: number, perSec: number, windowMs: number): number {
+  if (perSec <= previous) return perSec;
+  return previous + (perSec - previous) * (1 - Math.exp(-windowMs / RATE_RISE_MS));
+}
+
+/**
+ * The smoothed rate after a claim that followed a poll of `sinceMs` and found `rows`: the rate
+ * it found if that is under half the smoothed rate and the smoothed rate predicted 50 rows or
+ * more (fewer would be too noisy to tell), else the smoothed rate unchanged.
+ */
+export function rateAfterPoll(smoothed: number, rows: number, sinceMs: number): number {
+  const predicted = (smoothed * sinceMs) / 1_000;
+  return predicted >= 50 && rows < predicted / 2 ? (rows * 1_000) / sinceMs : smoothed;
+}
+
+/** The busy-mode poll interval at `perSec` events a second (see BUSY_RAMP_FROM_PER_SEC). */
+export function busyPollFor(perSec: number, minMs: number, maxMs: number): number {
+  const f = (perSec - BUSY_RAMP_FROM_PER_SEC) / (BUSY_RAMP_TO_PER_SEC - BUSY_RAMP_FROM_PER_SEC);
+  return Math.round(minMs + (maxMs - minMs) * Math.min(1, Math.max(0, f)));
 }
 
 function stripUndefined<T extends object>(o: T): T {
