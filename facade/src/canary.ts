@@ -19,10 +19,8 @@ export function parseStickyBy(value: string): StickyBy {
 /** The key that keeps `req` in its cohort, or undefined when the request carries none. */
 export function stickyKey(req: IncomingMessage, by: StickyBy): string | undefined {
   switch (by.kind) {
-    case 'user': {
-      const token = bearerToken(req.headers.authorization);
-      return (token && decodeTokenClaims(token)?.sub) || undefined;
-    }
+    case 'user':
+      return userOf(req.headers.authorization);
     case 'header': {
       const v = req.headers[by.name];
       return (Array.isArray(v) ? v[0] : v) || undefined;
@@ -30,6 +28,27 @@ export function stickyKey(req: IncomingMessage, by: StickyBy): string | undefine
     case 'cookie':
       return cookieValue(req.headers.cookie, by.name);
   }
+}
+
+/**
+ * The user (`sub`) of a bearer token, cached per Authorization value: decoding it (a regular
+ * expression, base64url, JSON.parse) cost more than the rest of the canary decision, and a client
+ * sends the same token with every request until it expires. The result is a pure function of the
+ * header, so the cache can never be stale; it is bounded by clearing it when full.
+ */
+const usersByAuthorization = new Map<string, string>();
+const MAX_CACHED_USERS = 10_000;
+
+function userOf(authorization: string | undefined): string | undefined {
+  if (!authorization) return undefined;
+  let user = usersByAuthorization.get(authorization);
+  if (user === undefined) {
+    const token = bearerToken(authorization);
+    user = (token && decodeTokenClaims(token)?.sub) || ''; // '' caches "no user"
+    if (usersByAuthorization.size >= MAX_CACHED_USERS) usersByAuthorization.clear();
+    usersByAuthorization.set(authorization, user);
+  }
+  return user || undefined;
 }
 
 export function cookieValue(header: string | undefined, name: string): string | undefined {

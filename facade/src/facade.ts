@@ -21,7 +21,7 @@ import { compileTable, type CompiledRoute, type RouteTable } from './routes/tabl
 import { watchFile } from './routes/watch.ts';
 import { ShadowMirror, type ShadowRun } from './shadow/mirror.ts';
 import { NoiseLearner } from './shadow/noise.ts';
-import { ShadowRecorder, type ShadowCounts } from './shadow/recorder.ts';
+import { ShadowRecorder } from './shadow/recorder.ts';
 import { UpstreamRegistry, type UpstreamRuntime } from './upstreams.ts';
 
 export interface FacadeOptions {
@@ -175,8 +175,11 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   const events = new EventEmitter() as Facade;
   const upstreams = new UpstreamRegistry({ ...DEFAULT_BREAKER, ...options.breaker }, events);
   const stateValue = { closed: 0, 'half-open': 1, open: 2 } as const;
-  const metrics = createFacadeMetrics(registry, () => upstreams.current().map((u) => [u.name, stateValue[breakerState(u.breaker)]]));
   const recorder = new ShadowRecorder(options.shadow?.keepMismatches ?? 1_000);
+  const metrics = createFacadeMetrics(registry, {
+    breakerStates: () => upstreams.current().map((u) => [u.name, stateValue[breakerState(u.breaker)]]),
+    shadowCounts: () => recorder.routes().map((r) => [r, recorder.stats(r)]),
+  });
   const noise = new NoiseLearner(options.shadow?.noiseWarmUp ?? 20);
   const mirror = new ShadowMirror({
     recorder,
@@ -420,7 +423,12 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     };
     metrics.started();
     table.lease.hold();
-    res.once('close', () => {
+    // `on`, not `once`: a response emits 'close' once, and once() costs a bound wrapper per request.
+    // The flag keeps the lease count right should it ever be emitted twice.
+    let closed = false;
+    res.on('close', () => {
+      if (closed) return;
+      closed = true;
       table.lease.release();
       const finished = res.writableFinished;
       const a = x.attempt;
@@ -559,10 +567,8 @@ function wireObservability(events: EventEmitter, metrics: FacadeMetrics, logger:
   events.on('facade:shadow:mismatch', (m) => logger.info({ mismatch: m }, 'shadow mismatch'));
   events.on('facade:shadow:noise', (e) => logger.info(e, 'shadow noise learned'));
   events.on('facade:shadow:error', (e) => logger.debug(e, 'shadow candidate failed'));
-  events.on('facade:shadow:result', ({ routeId, result, counts }: { routeId: string; result: string; counts: ShadowCounts }) => {
-    metrics.shadow.inc([routeId, result]);
-    if (counts.compared) metrics.shadowMismatchRatio.labels(routeId).set(counts.mismatches / counts.compared);
-  });
+  // The mismatch ratio gauge reads the recorder's counts when scraped (metrics.ts).
+  events.on('facade:shadow:result', ({ routeId, result }: { routeId: string; result: string }) => metrics.shadow.inc([routeId, result]));
 }
 
 /** Requests, 5xx, latency percentiles (interpolated in the histogram buckets) and canary share per route. */

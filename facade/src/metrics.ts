@@ -18,11 +18,19 @@ interface Sample {
   metricName?: string;
 }
 
+/** One series of a FastCounter: keep it and add to `value` to skip the lookup on later increments. */
+export interface CounterSeries {
+  labels: Labels;
+  value: number;
+}
+
 /** A counter whose series are looked up by a string key and incremented in place. */
 export class FastCounter {
   readonly type = 'counter';
   readonly aggregator = 'sum';
-  private readonly all = new Map<string, { labels: Labels; value: number }>();
+  private readonly all = new Map<string, CounterSeries>();
+  /** Bumped by reset(): series handed out before it are no longer exported, so holders must look them up again. */
+  epoch = 0;
 
   constructor(
     readonly name: string,
@@ -31,10 +39,15 @@ export class FastCounter {
   ) {}
 
   inc(values: readonly string[], by = 1): void {
+    this.series(values).value += by;
+  }
+
+  /** The series for these label values (created at 0 on first use). */
+  series(values: readonly string[]): CounterSeries {
     const key = values.join('\u0000');
     let s = this.all.get(key);
     if (!s) this.all.set(key, (s = { labels: Object.fromEntries(this.labelNames.map((n, i) => [n, values[i]!])), value: 0 }));
-    s.value += by;
+    return s;
   }
 
   samples(): Sample[] {
@@ -47,6 +60,7 @@ export class FastCounter {
 
   reset(): void {
     this.all.clear();
+    this.epoch++;
   }
 }
 
@@ -63,6 +77,8 @@ export class FastHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
   private readonly all = new Map<string, HistogramSeries>();
+  /** Bumped by reset(), as FastCounter.epoch. */
+  epoch = 0;
 
   constructor(
     readonly name: string,
@@ -72,12 +88,22 @@ export class FastHistogram {
   ) {}
 
   observe(values: readonly string[], v: number): void {
+    this.record(this.seriesFor(values), v);
+  }
+
+  /** The series for these label values (created empty on first use). */
+  seriesFor(values: readonly string[]): HistogramSeries {
     const key = values.join('\u0000');
     let s = this.all.get(key);
     if (!s) {
       s = { labels: Object.fromEntries(this.labelNames.map((n, i) => [n, values[i]!])), counts: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
       this.all.set(key, s);
     }
+    return s;
+  }
+
+  /** Adds one observation to a series from seriesFor(). */
+  record(s: HistogramSeries, v: number): void {
     let i = 0;
     while (i < this.bounds.length && v > this.bounds[i]!) i++;
     s.counts[i]!++;
@@ -106,10 +132,24 @@ export class FastHistogram {
 
   reset(): void {
     this.all.clear();
+    this.epoch++;
   }
 }
 
-export function createFacadeMetrics(registry: Registry, breakerStates: () => Iterable<[upstream: string, state: number]>) {
+/** The series one (route, upstream, side) answer feeds: its latency histogram and its counter per status code. */
+interface AnswerSeries {
+  duration: HistogramSeries;
+  byCode: Map<number, CounterSeries>;
+}
+
+export interface FacadeMetricsSources {
+  /** Breaker state per upstream: 0 closed, 1 half-open, 2 open. */
+  breakerStates: () => Iterable<[upstream: string, state: number]>;
+  /** Shadow comparisons and mismatches per route so far. */
+  shadowCounts: () => Iterable<[route: string, counts: { compared: number; mismatches: number }]>;
+}
+
+export function createFacadeMetrics(registry: Registry, sources: FacadeMetricsSources) {
   const register = (m: FastCounter | FastHistogram) => {
     registry.registerMetric(m as unknown as Metric);
     return m;
@@ -144,11 +184,17 @@ export function createFacadeMetrics(registry: Registry, breakerStates: () => Ite
     labelNames: ['route', 'from', 'to', 'kind'] as const,
     registers: [registry],
   });
+  // Computed when scraped from the recorder's counts (a prom-client label lookup per comparison cost
+  // more than the comparison's bookkeeping); a route appears once it has a comparison.
   const shadowMismatchRatio = new Gauge({
     name: 'strangler_facade_shadow_mismatch_ratio',
     help: 'Mismatches / comparisons per route since the facade started.',
     labelNames: ['route'] as const,
     registers: [registry],
+    collect() {
+      this.reset();
+      for (const [route, c] of sources.shadowCounts()) if (c.compared) this.labels(route).set(c.mismatches / c.compared);
+    },
   });
   const breakerState = new Gauge({
     name: 'strangler_facade_breaker_state',
@@ -157,7 +203,7 @@ export function createFacadeMetrics(registry: Registry, breakerStates: () => Ite
     registers: [registry],
     collect() {
       this.reset();
-      for (const [upstream, state] of breakerStates()) this.labels(upstream).set(state);
+      for (const [upstream, state] of sources.breakerStates()) this.labels(upstream).set(state);
     },
   });
   const reloads = new Counter({
@@ -172,6 +218,24 @@ export function createFacadeMetrics(registry: Registry, breakerStates: () => Ite
     registers: [registry],
   });
   let inflightNow = 0;
+  // The hot path's series, found by (route, upstream, side) and then status code through nested
+  // maps of strings the route table already holds, instead of joining a key string per request.
+  // Dropped when a metric is reset (its epoch moves), so no increment goes to an unexported series.
+  const answers = new Map<string, Map<string, Map<string, AnswerSeries>>>();
+  let answersEpoch = 0;
+  const answerSeries = (route: string, upstream: string, side: string): AnswerSeries => {
+    if (requests.epoch + duration.epoch !== answersEpoch) {
+      answers.clear();
+      answersEpoch = requests.epoch + duration.epoch;
+    }
+    let byUpstream = answers.get(route);
+    if (!byUpstream) answers.set(route, (byUpstream = new Map()));
+    let bySide = byUpstream.get(upstream);
+    if (!bySide) byUpstream.set(upstream, (bySide = new Map()));
+    let a = bySide.get(side);
+    if (!a) bySide.set(side, (a = { duration: duration.seriesFor([route, upstream]), byCode: new Map() }));
+    return a;
+  };
   new Gauge({
     name: 'strangler_facade_inflight_requests',
     help: 'Client requests being proxied right now.',
@@ -198,8 +262,11 @@ export function createFacadeMetrics(registry: Registry, breakerStates: () => Ite
     /** Records one answered request (hot path). */
     observe(route: string, upstream: string, side: string, code: number, seconds: number): void {
       inflightNow--;
-      requests.inc([route, upstream, side, String(code)]);
-      duration.observe([route, upstream], seconds);
+      const a = answerSeries(route, upstream, side);
+      let count = a.byCode.get(code);
+      if (!count) a.byCode.set(code, (count = requests.series([route, upstream, side, String(code)])));
+      count.value++;
+      duration.record(a.duration, seconds);
     },
   };
 }

@@ -5,6 +5,7 @@ import { parse as parseUrl } from 'node:url';
 import { createProxyMiddleware, debugProxyErrorsPlugin, proxyEventsPlugin, type RequestHandler } from 'http-proxy-middleware';
 import { CLIENT_GONE, type StatusOutcome } from './breakers.ts';
 import { stripResponseHopByHop } from './headers.ts';
+import { CopyClient } from './shadow/copy-client.ts';
 import { REQUEST_ID_HEADER } from '@strangler/platform';
 
 /**
@@ -88,6 +89,8 @@ export interface UpstreamProxy {
   readonly target: URL;
   /** The target's path without a trailing slash ('' for the root), prepended to request paths. */
   readonly pathPrefix: string;
+  /** The client for shadow copies (and noise probes) sent to this upstream, with its own keep-alive pool. */
+  readonly copies: CopyClient;
   /**
    * Sends `req` to the upstream and pipes the answer to `res`. Resolves with the status when the
    * response headers arrive and the status is < 400; rejects with a StatusOutcome for >= 400
@@ -110,7 +113,12 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
   const agentOptions = { keepAlive: true, maxFreeSockets: 256, timeout: idleSocketMs, scheduling: 'lifo' as const };
   const agent = secure ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
 
+  const copies = new CopyClient(target, { idleSocketMs }, () => timeoutError(name, timeoutMs));
   const upgraded = new WeakSet<Duplex>();
+  // One timeout listener per upstream rather than a closure per request; `this` is the outgoing request.
+  function onIdleTimeout(this: ClientRequest) {
+    this.destroy(timeoutError(name, timeoutMs));
+  }
   const middleware: RequestHandler<IncomingMessage, ServerResponse> = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: parseUrl(url),
     agent,
@@ -128,7 +136,7 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
           return;
         }
         if (a.strip) for (const h of a.strip) proxyReq.removeHeader(h);
-        proxyReq.setTimeout(timeoutMs, () => proxyReq.destroy(timeoutError(name, timeoutMs)));
+        proxyReq.setTimeout(timeoutMs, onIdleTimeout);
         const socket = proxyReq.socket;
         if (socket && !socket.connecting) a.reached = true;
         else socket?.once('connect', () => (a.reached = true));
@@ -143,7 +151,8 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
         a.proxyReq?.setTimeout(0);
         stripResponseHopByHop(proxyRes.headers);
         if (proxyRes.headers[REQUEST_ID_HEADER] === undefined) proxyRes.headers[REQUEST_ID_HEADER] = a.requestId;
-        proxyRes.once('close', () => {
+        // A stream emits 'close' once: `on` spares once()'s per-request wrapper.
+        proxyRes.on('close', () => {
           if (!proxyRes.complete && !res.writableEnded) res.destroy();
         });
         if (a.settled) return;
@@ -156,7 +165,7 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
       proxyReqWs(proxyReq, req, socket) {
         const strip = (req as WithAttempt)[ATTEMPT]?.strip;
         if (strip) for (const h of strip) proxyReq.removeHeader(h);
-        proxyReq.setTimeout(timeoutMs, () => proxyReq.destroy(timeoutError(name, timeoutMs)));
+        proxyReq.setTimeout(timeoutMs, onIdleTimeout);
         proxyReq.once('upgrade', () => {
           proxyReq.setTimeout(0);
           upgraded.add(socket);
@@ -189,6 +198,7 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
     agent,
     target,
     pathPrefix: target.pathname === '/' ? '' : target.pathname.replace(/\/$/, ''),
+    copies,
     forward(req, res, attempt) {
       return new Promise<number>((resolve, reject) => {
         attempt.resolve = resolve;
@@ -204,9 +214,11 @@ export function createUpstreamProxy({ name, url, timeoutMs, idleSocketMs = 4_000
       // The agent destroys a socket freed while it holds maxFreeSockets idle ones.
       agent.maxFreeSockets = 0;
       for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+      copies.retire();
     },
     close() {
       agent.destroy();
+      copies.close();
     },
   };
 }

@@ -1,9 +1,7 @@
-import http, { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
-import https from 'node:https';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { EventEmitter } from 'node:events';
 import { DRY_RUN_HEADER } from '@strangler/platform';
 import { SHADOW_HEADER } from '../headers.ts';
-import { timeoutError } from '../proxy.ts';
 import type { TableLease, UpstreamRuntime } from '../upstreams.ts';
 import { diffResponses } from './diff.ts';
 import type { NoiseLearner } from './noise.ts';
@@ -65,17 +63,28 @@ export class ShadowMirror {
     }
     this.inFlight++;
     lease?.hold();
-    const copy: CopyRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: copyHeaders(req.headers, strip, body), body };
-    const candidate = send(target.candidate, copy, target.candidateDryRun, this.o.maxBodyBytes);
+    const method = req.method ?? 'GET';
+    const copy: CopyRequest = { method, url: req.url ?? '/', headers: copyHeaders(req.headers, strip, body, method), hasHost: req.headers.host !== undefined, body };
     const probeWanted = target.probe !== null && this.o.noise.shouldProbe(target.routeId, target.noiseSample);
-    const probe = probeWanted ? send(target.primary, copy, target.probe === 'dry-run', this.o.maxBodyBytes) : null;
-    const run = new ShadowRun(this.o.maxBodyBytes);
-    void this.finish(target, copy, requestId, run, candidate, probe).finally(() => {
+    // The run ends when its parts (the primary's answer, the candidate's, the probe's) are all in.
+    const run = new ShadowRun(this.o.maxBodyBytes, probeWanted ? 3 : 2, (r) => this.end(r, target, copy, requestId, lease));
+    send(target.candidate, copy, target.candidateDryRun, this.o.maxBodyBytes).then((o) => run.part('candidate', o));
+    if (probeWanted) send(target.primary, copy, target.probe === 'dry-run', this.o.maxBodyBytes).then((o) => run.part('probe', o));
+    return run;
+  }
+
+  private end(run: ShadowRun, target: ShadowTarget, copy: CopyRequest, requestId: string, lease: TableLease | undefined): void {
+    try {
+      this.finish(target, copy, requestId, run.primaryRes, run.candidate!, run.probe);
+    } catch (err) {
+      // A comparison that throws is a bug here, not the candidate's: counted as an error, logged.
+      this.o.events.emit('facade:shadow:error', { routeId: target.routeId, requestId, upstream: target.candidate.name, reason: `comparison failed: ${(err as Error)?.message}` });
+      this.result(target.routeId, 'error');
+    } finally {
       lease?.release();
       this.inFlight--;
       if (this.inFlight === 0) for (const resolve of this.idle) resolve();
-    });
-    return run;
+    }
   }
 
   /** Resolves when no shadow run is in flight, or after `timeoutMs`. */
@@ -92,8 +101,7 @@ export class ShadowMirror {
     });
   }
 
-  private async finish(target: ShadowTarget, copy: CopyRequest, requestId: string, run: ShadowRun, candidateP: Promise<Outcome>, probeP: Promise<Outcome> | null) {
-    const [primary, candidate, probe] = await Promise.all([run.primary, candidateP, probeP]);
+  private finish(target: ShadowTarget, copy: CopyRequest, requestId: string, primary: CapturedResponse | null, candidate: Outcome, probe: Outcome | null): void {
     const { routeId } = target;
     if (!primary || primary.body === null) return this.result(routeId, 'skipped');
     if (!candidate.ok) {
@@ -141,12 +149,23 @@ export class ShadowMirror {
   }
 }
 
-/** The primary's side of one shadow run: a bounded copy of its response as it streams to the client. */
+/**
+ * One shadow run: collects the primary's answer (a bounded copy of it as it streams to the
+ * client), the candidate's and the probe's, then hands itself to the mirror for comparison.
+ */
 export class ShadowRun {
-  private settle!: (res: CapturedResponse | null) => void;
-  readonly primary = new Promise<CapturedResponse | null>((resolve) => (this.settle = resolve));
+  /** The primary's captured answer once settled; null when it failed or was over the bound. */
+  primaryRes: CapturedResponse | null = null;
+  candidate: Outcome | null = null;
+  probe: Outcome | null = null;
+  private primarySettled = false;
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    /** Parts still to come: the primary, the candidate, and the probe when there is one. */
+    private waiting: number,
+    private readonly onEnd: (run: ShadowRun) => void,
+  ) {}
 
   /** Listens to the primary's response; call before it is piped to the client. */
   capturePrimary(proxyRes: IncomingMessage): void {
@@ -161,77 +180,87 @@ export class ShadowRun {
         chunks.length = 0;
       } else chunks.push(chunk);
     });
-    proxyRes.once('end', () => this.settle({ status: proxyRes.statusCode ?? 0, headers: proxyRes.headers, body: over ? null : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
-    proxyRes.once('close', () => this.settle(null));
+    // 'end' and 'close' come once each, and only the first settlement counts: `on` suffices.
+    proxyRes.on('end', () => this.settlePrimary({ status: proxyRes.statusCode ?? 0, headers: proxyRes.headers, body: over ? null : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }));
+    proxyRes.on('close', () => this.settlePrimary(null));
   }
 
   /** The primary did not answer (it failed, or the request fell back elsewhere). */
   primaryFailed(): void {
-    this.settle(null);
+    this.settlePrimary(null);
+  }
+
+  part(which: 'candidate' | 'probe', outcome: Outcome): void {
+    this[which] = outcome;
+    if (--this.waiting === 0) this.onEnd(this);
+  }
+
+  private settlePrimary(res: CapturedResponse | null): void {
+    if (this.primarySettled) return;
+    this.primarySettled = true;
+    this.primaryRes = res;
+    if (--this.waiting === 0) this.onEnd(this);
   }
 }
 
 interface CopyRequest {
   method: string;
   url: string;
-  headers: OutgoingHttpHeaders;
+  /** Flat name/value pairs, see copyHeaders. */
+  headers: string[];
+  /** The client sent a Host header (otherwise each copy names its upstream, as Node would). */
+  hasHost: boolean;
   body: Buffer;
 }
 
-function copyHeaders(headers: IncomingHttpHeaders, strip: string[] | null, body: Buffer): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = { ...headers };
-  if (strip) for (const h of strip) delete out[h];
-  if (out['transfer-encoding'] !== undefined || body.length) out['content-length'] = body.length;
-  delete out['transfer-encoding'];
-  delete out.connection;
-  out[SHADOW_HEADER] = '1';
+/** Methods Node sends without a body framing header when none is given (everything else gets one). */
+const NO_DEFAULT_BODY = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
+
+/**
+ * The copy's headers as flat name/value pairs ([name, value, name, value, ...]), written as they
+ * are by the copy client (copy-client.ts), which adds nothing of its own. So what node:http would
+ * add is added here: the body's Content-Length (`body` is the whole body, so the length is known;
+ * chunked framing is dropped, as are Connection and the hop-by-hop headers), and in `send` a Host
+ * header naming the upstream when the client sent none.
+ */
+function copyHeaders(headers: IncomingHttpHeaders, strip: string[] | null, body: Buffer, method: string): string[] {
+  const out: string[] = [];
+  let hasLength = false;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || name === 'transfer-encoding' || name === 'connection' || (strip !== null && strip.includes(name))) continue;
+    if (name === 'content-length') {
+      hasLength = true;
+      out.push(name, String(body.length));
+    } else if (Array.isArray(value)) for (const v of value) out.push(name, v);
+    else out.push(name, value);
+  }
+  if (!hasLength && (body.length || headers['transfer-encoding'] !== undefined || !NO_DEFAULT_BODY.has(method))) out.push('content-length', String(body.length));
+  out.push(SHADOW_HEADER, '1');
   return out;
 }
 
 /** Sends a copy through the upstream's breaker; 5xx and transport errors count as its failures. */
 function send(up: UpstreamRuntime, copy: CopyRequest, dryRun: boolean, maxBytes: number): Promise<Outcome> {
-  const headers: OutgoingHttpHeaders = dryRun ? { ...copy.headers, [DRY_RUN_HEADER]: '1' } : copy.headers;
-  return up.breaker
-    .fire(() =>
-      request(up, copy, headers, maxBytes).then((res) => (res.status >= 500 ? Promise.reject({ code: 'EUPSTREAM_STATUS', status: res.status, captured: res }) : res)),
-    )
-    .then(
-      (res) => ({ ok: true as const, res: res as CapturedResponse }),
-      (err: { code?: string; captured?: CapturedResponse; message?: string }) => {
-        if (err?.captured) return { ok: true as const, res: err.captured };
-        return { ok: false as const, reason: err?.code ?? err?.message ?? 'failed' };
-      },
-    );
+  let headers = copy.headers;
+  if (!copy.hasHost || dryRun) {
+    headers = [...headers];
+    if (!copy.hasHost) headers.push('host', up.proxy.target.host);
+    if (dryRun) headers.push(DRY_RUN_HEADER, '1');
+  }
+  return up.breaker.fire(() => request(up, copy, headers, maxBytes)).then(
+    (res) => ({ ok: true as const, res: res as CapturedResponse }),
+    (err: { code?: string; captured?: CapturedResponse; message?: string }) => {
+      if (err?.captured) return { ok: true as const, res: err.captured };
+      return { ok: false as const, reason: err?.code ?? err?.message ?? 'failed' };
+    },
+  );
 }
 
-function request(up: UpstreamRuntime, copy: CopyRequest, headers: OutgoingHttpHeaders, maxBytes: number): Promise<CapturedResponse> {
-  const target = up.proxy.target;
-  return new Promise((resolve, reject) => {
-    const req = (target.protocol === 'https:' ? https : http).request({
-      protocol: target.protocol,
-      hostname: target.hostname,
-      port: target.port,
-      method: copy.method,
-      path: up.proxy.pathPrefix + copy.url,
-      headers,
-      agent: up.proxy.agent,
-    });
-    // Idle timeout for the whole exchange: a copy is bounded, so a stalled body must not hold a slot.
-    req.setTimeout(up.settings.timeoutMs, () => req.destroy(timeoutError(up.name, up.settings.timeoutMs)));
-    req.once('error', reject);
-    req.once('response', (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size <= maxBytes) chunks.push(chunk);
-      });
-      res.once('end', () => {
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: size > maxBytes ? null : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
-      });
-      res.once('error', reject);
-    });
-    if (copy.body.length) req.end(copy.body);
-    else req.end();
-  });
+/**
+ * One copy, captured (bounded), on the upstream's copy client. A 5xx answer rejects (a failure
+ * for the breaker) with the captured response attached, so it is still compared.
+ */
+function request(up: UpstreamRuntime, copy: CopyRequest, headers: string[], maxBytes: number): Promise<CapturedResponse> {
+  return up.proxy.copies.send({ method: copy.method, path: up.proxy.pathPrefix + copy.url, headers, body: copy.body, maxBytes, timeoutMs: up.settings.timeoutMs });
 }
