@@ -22,9 +22,10 @@
  *
  * Each scenario runs in ROUNDS interleaved rounds (all scenarios, then again), and the median of
  * the rounds is reported: on a 2-core machine a single run swings by 20% or more with scheduling.
+ * The target ratios are medians of the ratios within each round.
  *
- * Environment: BENCH_ROUNDS (default 3), BENCH_SECONDS (per throughput run, default 4),
- * BENCH_LATENCY_SECONDS (per latency run, default 2). Total: about 90 s.
+ * Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS (per throughput run, default 4),
+ * BENCH_LATENCY_SECONDS (per latency run, default 2). Total: about 3 minutes.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
@@ -37,7 +38,7 @@ import autocannon from 'autocannon';
 const self = fileURLToPath(import.meta.url);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 2);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const TARGET_PATH = '/api/r5/12345?fields=all';
 // A token whose claims decode to user u-42 (the facade never verifies it; only the upstream would).
 const TOKEN = `eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.${Buffer.from(JSON.stringify({ sub: 'u-42', iat: 1, exp: 4102444800 })).toString('base64url')}.sig`;
@@ -282,10 +283,15 @@ async function main() {
     const c32 = Object.fromEntries(Object.entries(rounds32).map(([k, v]) => [k, medianOf(v)]));
     const c1 = Object.fromEntries(Object.entries(rounds1).map(([k, v]) => [k, medianOf(v)]));
     const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
-    const servingVsHpm = ratio(c32['facade-serve']!.rps, c32.hpm!.rps);
+    // Ratios between scenarios are taken within each round (the two ran seconds apart, under the
+    // same conditions) and the median over rounds is reported: steadier than a ratio of medians
+    // when the machine's speed drifts between rounds.
+    const pairedRatio = (a: string, b: string, field: 'rps' | 'cpuUsPerReq') =>
+      ratio(medianOf(rounds32[a]!.map((r, i) => ({ v: r[field] / rounds32[b]![i]![field] }))).v, 1);
+    const servingVsHpm = pairedRatio('facade-serve', 'hpm', 'rps');
     const p99AddedMs = Math.round((c1['facade-serve']!.p99 - c1.direct!.p99) * 1000) / 1000;
-    const shadowCost = ratio(c32['facade-serve']!.rps, c32['facade-shadow']!.rps);
-    const shadowCpu = ratio(c32['facade-shadow']!.cpuUsPerReq, c32['facade-serve']!.cpuUsPerReq);
+    const shadowCost = pairedRatio('facade-serve', 'facade-shadow', 'rps');
+    const shadowCpu = pairedRatio('facade-shadow', 'facade-serve', 'cpuUsPerReq');
     const shadowLatency = ratio(c1['facade-shadow']!.p50, c1['facade-serve']!.p50);
     const result = {
       bench: 'facade',
