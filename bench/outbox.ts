@@ -316,10 +316,12 @@ async function main() {
     const paceStart = now();
     let latencyStart = paceStart;
     const inflight: Array<Promise<void>> = [];
+    const lateBySecond: number[][] = [];
     for (let i = 0; i < total; i++) {
       const due = paceStart + (i * 1_000) / LATENCY_RATE;
       const wait = due - now();
       if (wait > 0) await sleep(wait);
+      else if (debug) (lateBySecond[Math.floor((due - paceStart) / 1_000)] ??= []).push(-wait);
       if (i === settleCount) latencyStart = now();
       const placed = placeOrder(producers, counter.n++);
       inflight.push(i < settleCount ? placed.then(() => {}) : placed.then((id) => void committed.set(id, now())));
@@ -334,6 +336,7 @@ async function main() {
     if (process.env.BENCH_DEBUG) {
       const perSecond: number[][] = [];
       for (const [id, t] of committed) (perSecond[Math.floor((t - latencyStart) / 1_000)] ??= []).push(applied.get(id)! - t);
+      console.error('pacing: commits started late per second (count/max ms):', Array.from(lateBySecond, (v) => (v ? `${v.filter((x) => x > 1).length}/${round(Math.max(...v))}` : '0/0')).join(' '));
       console.error('latency p50/p99 per second:', perSecond.map((v) => { v.sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; }).join(' '));
       const { rows } = await admin.raw(`select id, extract(epoch from published_at) * 1000 as p from outbox where id = any(?::uuid[])`, [[...committed.keys()]]);
       const stage = (f: (id: string, t: number) => number) => { const v = [...committed].map(([id, t]) => f(id, t)).sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; };
