@@ -22,7 +22,28 @@ import { logRelayEvents } from './relay/logging.ts';
  * from the environment (PG*, DATABASE_URL, AMQP_URL, RELAY_*; see relay/config.ts). Serves
  * /healthz, /readyz and /metrics on RELAY_METRICS_PORT (default 9464), stops on SIGTERM.
  */
-const usage = 'Usage: npm run relay -- --db <database>';
+const usage = `Usage: npm run relay -- --db <database>
+
+Publishes the outbox of <database> to RabbitMQ. One relay leads per database; start more for
+failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
+
+  RELAY_EXCHANGE               exchange published to (default strangler.events)
+  RELAY_BATCH_SIZE             most rows claimed and published at once (default 500)
+  RELAY_NOTIFY                 on: woken by LISTEN/NOTIFY, switched off by the relay itself
+                               above 100 events/s; off: polling only (default on)
+  RELAY_POLL_INTERVAL_MS       poll interval when idle, a lost notification costs at most this
+                               (default 1000)
+  RELAY_BUSY_POLL_MS           poll interval while busy, below 800 events/s (default 2)
+  RELAY_BUSY_POLL_MAX_MS       poll interval at 1,600 events/s and more; larger batches, less
+                               CPU per event, more latency (default 100)
+  RELAY_CONFIRM_TIMEOUT_MS     a batch not confirmed by the broker in this time is retried
+                               (default 10000)
+  RELAY_LEASE_RETRY_MS         how often a standby relay tries to take the lead (default 1000)
+  RELAY_RETENTION_HOURS        published rows are deleted after this long (default 24)
+  RELAY_RETENTION_INTERVAL_MS  how often retention runs (default 60000)
+  RELAY_METRICS_PORT           /healthz, /readyz, /metrics (default 9464; 0 picks a free port)
+  RELAY_METRICS_HOST           address they listen on (default 127.0.0.1)
+  RELAY_INSTANCE               this relay's name in logs and metrics (default host and pid)`;
 const { values } = parseArgs({ options: { db: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
 if (values.help || !values.db) {
   console.error(values.help ? usage : `Missing --db.\n${usage}`);

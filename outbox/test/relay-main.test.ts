@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { repoRoot } from '@strangler/platform';
 import { execFileAsync, spawnRelay, waitFor, writeEvent } from './helpers.ts';
+import { z } from 'zod';
+import { relayEnv } from '../src/relay/config.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -53,5 +55,17 @@ describe('npm run relay', () => {
       code: 2,
       stderr: expect.stringMatching(/RELAY_BATCH_SIZE="0"[\s\S]*RELAY_NOTIFY="maybe": must be "on" or "off"/),
     });
+  });
+
+  it('--help names every RELAY_ setting with its actual default', async () => {
+    const { stderr } = await execFileAsync(process.execPath, ['--import', 'tsx', 'outbox/src/relay-main.ts', '--help'], { cwd: repoRoot, timeout: 20_000 });
+    const defaults = z.object(relayEnv).parse({});
+    for (const [name, value] of Object.entries(defaults)) {
+      // its own entry only: up to the next variable
+      const line = new RegExp(`^  ${name} (?:(?!\\n  RELAY_)[\\s\\S])*?\\(default ([^);]*)`, 'm').exec(stderr);
+      expect(line, `${name} in --help`).not.toBeNull();
+      expect(line![1]!.replace(/,/g, '')).toBe(String(value));
+    }
+    expect(stderr).toMatch(/^  RELAY_INSTANCE /m);
   });
 });
