@@ -63,4 +63,12 @@ describe('AckWindow', () => {
     });
     expect(after).toEqual(['4']);
   });
+
+  it('on stopping, acknowledges the finished messages held back behind an unfinished one', async () => {
+    const left = await leftAfter('stopping', 4, (w, [, m2, m3]) => {
+      w.finish([m2!, m3!]);
+      w.ackFinishedAlone();
+    });
+    expect(left).toEqual(['1', '4']);
+  });
 });

@@ -38,6 +38,20 @@ export class AckWindow {
     if (last) this.ch.ack(last, true);
   }
 
+  /**
+   * Acknowledges every finished message one by one, including those behind an unfinished one:
+   * for a consumer that stops and abandons the rest (they are redelivered to the next one). After
+   * this, use the window no further.
+   */
+  ackFinishedAlone(): void {
+    for (let i = this.head; i < this.order.length; i++) {
+      const m = this.order[i]!;
+      if (this.finished.delete(m)) this.ch.ack(m, false);
+    }
+    this.order.length = 0;
+    this.head = 0;
+  }
+
   /** Delivered and not acknowledged yet (finished or not). */
   get outstanding(): number {
     return this.order.length - this.head;

@@ -372,6 +372,15 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         // Channel close handshakes first: the broker then has processed our last acks, which a
         // bare connection close can drop (they would only come back as harmless redeliveries).
         const wasAlive = last.alive;
+        // Finished messages held back behind abandoned ones: acknowledged now, or the next
+        // consumer would get them again (and a retried one would then circulate twice).
+        if (wasAlive) {
+          try {
+            last.acks.ackFinishedAlone();
+          } catch {
+            // channel already closing: they are redelivered and the inbox absorbs them
+          }
+        }
         last.alive = false; // from here on, channel 'close' events are ours, not a loss
         if (wasAlive) await withTimeout(Promise.all([last.ch.close(), last.pub.close()]), 2_000, 'channel close timed out').catch(() => {});
         await last.conn.close().catch(() => {});

@@ -54,6 +54,11 @@ export class Publisher {
     return !!this.channel;
   }
 
+  /** A channel is open and the broker does not block us: ready() would resolve at once. */
+  get isReady(): boolean {
+    return !!this.channel && !this.blocked;
+  }
+
   start(): void {
     this.loop ??= this.connectLoop().finally(() => {
       this.loop = null;

@@ -105,6 +105,9 @@ const SETTLE_SWEEP_MS = 50;
 // Batches awaiting confirms at once: the broker's confirm latency (~1-5 ms here) then overlaps
 // with claiming and publishing the next rows instead of adding to every row's latency.
 const MAX_IN_FLIGHT = 4;
+// Confirmed rows wait for the next claim to be marked (one statement for both) only while the
+// busy poll is this short; with longer sleeps ahead, they are marked on their own at once.
+const MARK_WITH_NEXT_CLAIM_MS = 10;
 
 /**
  * The outbox relay: publishes every committed outbox row of one database to the exchange,
@@ -199,16 +202,17 @@ export function createRelay(options: RelayOptions): Relay {
     async function publishRows(rows: OutboxRow[]): Promise<boolean> {
       const started = performance.now();
       const result = await pub.publish(rows);
-      // What the broker confirmed is safe even when the batch failed part-way.
-      for (const r of result.confirmed) confirmed.push(r.seq);
+      // What the broker confirmed is safe even when the batch failed part-way. It is marked by
+      // the next claim when that comes within a short poll; otherwise now, on its own: a relay
+      // that dies with confirmed rows unmarked makes the next leader publish them again.
+      if (sleeping && (mode !== 'busy' || busyPollMs > MARK_WITH_NEXT_CLAIM_MS)) await markPublished(session, result.confirmed.map((r) => r.seq));
+      else for (const r of result.confirmed) confirmed.push(r.seq);
       await markRejected(session, result.rejected.map((r) => ({ seq: r.row.seq, reason: r.reason })));
       for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, reason: r.reason });
       if (result.transportError) emit('relay:batch:failed', { count: rows.length - result.confirmed.length - result.rejected.length, error: result.transportError });
       if (result.confirmed.length || result.rejected.length) {
         emit('relay:batch:published', { count: result.confirmed.length, failed: result.rejected.length, durationMs: performance.now() - started });
       }
-      // Idle (a long wait for NOTIFY ahead): mark now rather than at the next claim.
-      if (result.confirmed.length && sleeping && mode !== 'busy') wakeup.notify();
       return !result.transportError;
     }
 
@@ -222,6 +226,7 @@ export function createRelay(options: RelayOptions): Relay {
           await Promise.all(inFlight.keys());
           transportFailed = false;
         }
+        if (confirmed.length && !pub.isReady) await markPublished(session, confirmed.splice(0)); // no claim until the broker is back
         if (!(await pub.ready(signal))) break;
         if (transportFailed) continue; // a batch failed while we waited: settle it first
         const marking = confirmed;
@@ -234,8 +239,9 @@ export function createRelay(options: RelayOptions): Relay {
           confirmed = marking.concat(confirmed);
           throw err;
         }
-        if (polled) {
-          // What this claim found arrived since the previous one started.
+        if (polled && rows.length < opts.batchSize) {
+          // What this claim found arrived since the previous one started (a full claim says
+          // only that there was at least that much).
           const before = smoothedPerSec;
           smoothedPerSec = rateAfterPoll(smoothedPerSec, rows.length, claimedAt - previousClaimAt);
           if (smoothedPerSec !== before) busyPollMs = busyPollFor(smoothedPerSec, opts.busyPollMs, Math.max(opts.busyPollMs, opts.busyPollMaxMs));
@@ -273,14 +279,13 @@ export function createRelay(options: RelayOptions): Relay {
           }
         }
         if (rows.length === opts.batchSize) continue; // backlog: claim again at once
+        if (confirmed.length && (mode !== 'busy' || busyPollMs > MARK_WITH_NEXT_CLAIM_MS)) await markPublished(session, confirmed.splice(0));
         sleeping = true;
         try {
           if (mode === 'busy') {
             await sleep(busyPollMs, signal);
             polled = true;
-          }
-          else if (confirmed.length) continue; // marks pending: claim (and mark) at once
-          else if (settleAt > now) {
+          } else if (settleAt > now) {
             await wakeup.wait(settleAt - now, signal);
             settleAt = 0;
           } else await wakeup.wait(opts.pollIntervalMs, signal);
