@@ -102,6 +102,10 @@ const sync = await startMonolithSync({ db: m.db.newPool('monolith-sync'), amqpUr
 afterAll(() => sync.stop());
 const relay = createRelay({ connection: svcDb.connection, amqpUrl: broker.url, exchange: broker.exchange, pollIntervalMs: 100, applicationName: 'test-relay' });
 afterAll(() => relay.stop());
+// And the way there, as deployed: the monolith's relay publishes user.registered, which gives the
+// service's users projection the address its emails go to.
+const monolithRelay = createRelay({ connection: m.db.connection, amqpUrl: broker.url, exchange: broker.exchange, pollIntervalMs: 100, applicationName: 'test-monolith-relay' });
+afterAll(() => monolithRelay.stop());
 
 const pending = async () => Number((await m.db.knex('notification_requests').count<{ c: number }[]>({ c: '*' }))[0]!.c);
 
@@ -110,6 +114,7 @@ describe('killing the notification service while orders are placed through the m
     let service = await startService();
     forwarder.start();
     await relay.start();
+    await monolithRelay.start();
     const user = await registerUser(m.app);
     const orderIds: string[] = [];
     const statuses: number[] = [];
@@ -148,6 +153,8 @@ describe('killing the notification service while orders are placed through the m
       const rows = (await delivered()).rows;
       expect(rows.map((r) => r.order_id).sort()).toEqual([...orderIds].sort());
       for (const r of rows) expect({ order: r.order_id, notifications: r.notifications, delivered: r.delivered }).toEqual({ order: r.order_id, notifications: 1, delivered: 1 });
+      // Each to the user's address, known to the service from the monolith's user.registered.
+      expect(await svcDb.knex('provider_deliveries').distinct('channel', 'recipient')).toEqual([{ channel: 'email', recipient: user.email }]);
 
       // And back to the monolith: its notifications table holds every one, sent, without delivering it itself.
       await waitFor('the monolith to hold every notification as sent', async () => (await m.db.knex('notifications').where({ user_id: user.id, status: 'sent' })).length === 25, 30_000);

@@ -47,6 +47,27 @@ describe('the dispatcher', () => {
     expect(await provider.calls([created.id])).toMatchObject([{ outcome: 'delivered', recipient: 'ada@example.com', channel: 'email' }]);
   });
 
+  it('holds an email back until its user has been synchronised, then addresses it', async () => {
+    const userId = randomUUID();
+    const created = await queue({ userId, channel: 'email' });
+    expect(await dispatcher.runOnce()).toMatchObject({ retried: 1, sent: 0 });
+    expect(await provider.calls([created.id])).toEqual([]);
+    // Waiting for the user uses no attempt.
+    expect(await db.knex('notification_dispatch').where({ notification_id: created.id }).first()).toMatchObject({ attempts: 0, last_error: expect.stringMatching(/waiting for user .* to be synchronised/) });
+    await db.knex('users').insert({ id: userId, email: 'grace@example.com', name: 'Grace', version: 1, created_at: new Date(), updated_at: new Date() });
+    // It is looked at again after 100 ms.
+    await waitFor('the email to go out', async () => (await dispatcher.drain()).sent === 1, 5_000);
+    expect(await provider.calls([created.id])).toMatchObject([{ outcome: 'delivered', recipient: 'grace@example.com' }]);
+    expect(await row(created.id)).toMatchObject({ status: 'sent' });
+  });
+
+  it('fails an email whose user never arrives once it waited userWaitMs, saying what to check', async () => {
+    const created = await queue({ channel: 'email' });
+    expect(await newDispatcher({ userWaitMs: 0 }).runOnce()).toMatchObject({ failed: 1, sent: 0 });
+    expect(await provider.calls([created.id])).toEqual([]);
+    expect(await row(created.id)).toMatchObject({ status: 'failed', failure_reason: expect.stringMatching(/did not reach this service's users projection .*relay.*user\.\*/) });
+  });
+
   it('retries a rejected delivery and marks it failed after maxAttempts, with one event for the final state only', async () => {
     const created = await queue({ template: UNDELIVERABLE_TEMPLATE, channel: 'sms' });
     expect((await dispatcher.runOnce()).retried).toBeGreaterThanOrEqual(1);
@@ -84,7 +105,7 @@ describe('the dispatcher', () => {
   it('sends every notification exactly once when two dispatchers with their own pools and providers race', async () => {
     const ids = new Set<string>();
     await db.knex.transaction(async (trx) => {
-      const rows = Array.from({ length: 150 }, (_, i) => ({ id: randomUUID(), user_id: randomUUID(), channel: 'email', template: 'race', data: { i }, status: 'queued', created_at: new Date() }));
+      const rows = Array.from({ length: 150 }, (_, i) => ({ id: randomUUID(), user_id: randomUUID(), channel: 'sms', template: 'race', data: { i }, status: 'queued', created_at: new Date() }));
       await trx('notifications').insert(rows);
       await trx('notification_dispatch').insert(rows.map((r) => ({ notification_id: r.id })));
       rows.forEach((r) => ids.add(r.id));
@@ -106,8 +127,8 @@ describe('the dispatcher', () => {
   });
 
   it('answers a repeated provider call after a lost commit with the first receipt and delivers nothing twice', async () => {
-    const created = await queue({ channel: 'email' });
-    const message = { notificationId: created.id, userId: created.userId, channel: 'email' as const, template: 'welcome', data: {}, recipient: null };
+    const created = await queue({ channel: 'sms' });
+    const message = { notificationId: created.id, userId: created.userId, channel: 'sms' as const, template: 'welcome', data: {}, recipient: null };
     const first = await provider.deliver(message, new AbortController().signal);
     // The dispatcher's transaction rolled back (crash before commit): the row is claimed again.
     await dispatcher.drain();

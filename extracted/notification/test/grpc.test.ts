@@ -30,7 +30,7 @@ const client = newClient();
 const sendReq = (extra: Partial<SendRequest> = {}): SendRequest => ({
   id: randomUUID(),
   userId: randomUUID(),
-  channel: 'email',
+  channel: 'sms',
   template: 'order_placed',
   dataJson: JSON.stringify({ orderId: 'o-1', totalCents: 2_500 }),
   ...extra,
@@ -47,7 +47,7 @@ describe('gRPC Send', () => {
     expect(sent).toEqual({
       id: req.id,
       userId: req.userId,
-      channel: 'email',
+      channel: 'sms',
       template: 'order_placed',
       dataJson: JSON.stringify({ orderId: 'o-1', totalCents: 2_500 }),
       status: 'queued',

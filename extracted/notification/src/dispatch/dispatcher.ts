@@ -18,7 +18,16 @@ export interface DispatcherOptions {
   retryMaxMs?: number;
   /** Deadline of one provider call in ms (default 5 s); a timed-out call counts as a failed attempt. */
   sendTimeoutMs?: number;
+  /**
+   * How long an email waits for its user to reach the users projection (default 1 h). The
+   * user's address comes from the monolith's events; a user registered a moment before the
+   * notification may not be there yet. Waiting uses no attempts; past this it fails.
+   */
+  userWaitMs?: number;
 }
+
+/** An email waiting for its user is looked at again after at least this long. */
+const USER_POLL_MIN_MS = 100;
 
 export interface DispatchStats {
   sent: number;
@@ -42,6 +51,9 @@ export interface DispatchStats {
  *
  * Retries: with the defaults, attempts 2..5 wait 1, 2, 4 and 8 s; the 5th failure marks the
  * notification `failed`. Retries touch only the dispatch row: no version bump, no event.
+ * An email whose user is not in the users projection yet is not sent without an address: it
+ * waits (without using attempts; polled every retryBaseMs, 100 ms at least, then every quarter of the time waited
+ * so far later, at most retryMaxMs), and fails after `userWaitMs`.
  * A database error aborts the batch (nothing is recorded; the claimed rows become due again)
  * and the loop backs off with jitter, up to 10 s.
  */
@@ -63,12 +75,13 @@ export class NotificationDispatcher {
       pollIntervalMs: options.pollIntervalMs ?? 500,
       maxAttempts: options.maxAttempts ?? 5,
       retryBaseMs: options.retryBaseMs ?? 1_000,
+      userWaitMs: options.userWaitMs ?? 3_600_000,
       retryMaxMs: options.retryMaxMs ?? 60_000,
       sendTimeoutMs: options.sendTimeoutMs ?? 5_000,
     };
     this.outcomes =
       (registry.getSingleMetric('notifications_dispatched_total') as Counter<'channel' | 'outcome'> | undefined) ??
-      new Counter({ name: 'notifications_dispatched_total', help: 'Notification delivery attempts by outcome (sent, retry, failed)', labelNames: ['channel', 'outcome'], registers: [registry] });
+      new Counter({ name: 'notifications_dispatched_total', help: 'Notification delivery attempts by outcome (sent, retry, failed, waiting-for-user)', labelNames: ['channel', 'outcome'], registers: [registry] });
   }
 
   /** Claims one batch of due notifications and delivers it in one transaction. */
@@ -126,6 +139,7 @@ export class NotificationDispatcher {
   }
 
   private async deliver(trx: Knex.Transaction, n: ClaimedNotification): Promise<'sent' | 'retried' | 'failed'> {
+    if (n.channel === 'email' && n.recipient_email === null) return this.awaitUser(trx, n);
     const attempts = n.attempts + 1;
     const outcome = await this.callProvider(n);
     if ('providerMessageId' in outcome) {
@@ -144,6 +158,24 @@ export class NotificationDispatcher {
     const delay = Math.min(this.opts.retryMaxMs, this.opts.retryBaseMs * 2 ** (attempts - 1));
     await scheduleRetry(trx, n.id, attempts, new Date(Date.now() + delay), outcome.error);
     this.outcomes.inc({ channel: n.channel, outcome: 'retry' });
+    return 'retried';
+  }
+
+  /** An email for a user not synchronised yet: checked again later, or failed once waited too long. */
+  private async awaitUser(trx: Knex.Transaction, n: ClaimedNotification): Promise<'retried' | 'failed'> {
+    const now = Date.now();
+    const waited = now - n.created_at.getTime();
+    if (waited >= this.opts.userWaitMs) {
+      const reason = `No email address: user ${n.user_id} did not reach this service's users projection within ${Math.round(this.opts.userWaitMs / 1000)} s; check that the monolith's relay runs and that this service's consumer is bound to user.* events.`;
+      const row = await finish(trx, n.id, { status: 'failed', reason }, new Date(now));
+      await recordNotificationEvent(trx, 'notification.failed', toNotificationState(row), { attempts: n.attempts });
+      this.outcomes.inc({ channel: n.channel, outcome: 'failed' });
+      this.logger.warn({ notificationId: n.id, userId: n.user_id }, 'notification failed: user never synchronised');
+      return 'failed';
+    }
+    const delay = Math.min(Math.max(this.opts.retryMaxMs, USER_POLL_MIN_MS), Math.max(this.opts.retryBaseMs, USER_POLL_MIN_MS, waited / 4));
+    await scheduleRetry(trx, n.id, n.attempts, new Date(now + delay), `waiting for user ${n.user_id} to be synchronised (no email address yet)`);
+    this.outcomes.inc({ channel: n.channel, outcome: 'waiting-for-user' });
     return 'retried';
   }
 
