@@ -217,26 +217,23 @@ class Exchange {
           buf = buf.subarray(end + 4);
           break;
         }
-        case State.Length: {
+        case State.Length:
+        case State.ChunkData: {
+          // `remaining` bytes of the body, or of the current chunk, are still to come.
           const n = Math.min(this.remaining, buf.length);
           if (!this.keep(buf.subarray(0, n))) return;
           this.remaining -= n;
           buf = buf.subarray(n);
-          if (this.remaining === 0) this.complete();
+          if (this.remaining === 0) {
+            if (this.state === State.Length) this.complete();
+            else this.state = State.ChunkDataEnd;
+          }
           break;
         }
         case State.UntilClose:
           if (!this.keep(buf)) return;
           buf = buf.subarray(buf.length);
           break;
-        case State.ChunkData: {
-          const n = Math.min(this.remaining, buf.length);
-          if (!this.keep(buf.subarray(0, n))) return;
-          this.remaining -= n;
-          buf = buf.subarray(n);
-          if (this.remaining === 0) this.state = State.ChunkDataEnd;
-          break;
-        }
         default: {
           // Line-oriented states: chunk size, the CRLF after a chunk's data, trailers.
           const nl = buf.indexOf(10);

@@ -68,7 +68,7 @@ export class Publisher {
   /** Waits until a channel is open and the broker does not block us; false if `signal` aborted. */
   async ready(signal: AbortSignal): Promise<boolean> {
     while (!signal.aborted && !this.stopped) {
-      if (this.channel && !this.blocked) return true;
+      if (this.isReady) return true;
       this.start();
       await this.changed(signal, 1_000);
     }

@@ -197,6 +197,9 @@ export function createRelay(options: RelayOptions): Relay {
     // When the previous claim started, and whether the relay slept a busy poll since.
     let previousClaimAt = 0;
     let polled = false;
+    const pollInterval = () => busyPollFor(smoothedPerSec, opts.busyPollMs, Math.max(opts.busyPollMs, opts.busyPollMaxMs));
+    // Confirmed rows are marked on their own, now, unless a claim follows within a short poll.
+    const markAlone = () => mode !== 'busy' || busyPollMs > MARK_WITH_NEXT_CLAIM_MS;
 
     /** Publishes one batch and records the outcome; resolves false if the broker connection failed under it. */
     async function publishRows(rows: OutboxRow[]): Promise<boolean> {
@@ -205,7 +208,7 @@ export function createRelay(options: RelayOptions): Relay {
       // What the broker confirmed is safe even when the batch failed part-way. It is marked by
       // the next claim when that comes within a short poll; otherwise now, on its own: a relay
       // that dies with confirmed rows unmarked makes the next leader publish them again.
-      if (sleeping && (mode !== 'busy' || busyPollMs > MARK_WITH_NEXT_CLAIM_MS)) await markPublished(session, result.confirmed.map((r) => r.seq));
+      if (sleeping && markAlone()) await markPublished(session, result.confirmed.map((r) => r.seq));
       else for (const r of result.confirmed) confirmed.push(r.seq);
       await markRejected(session, result.rejected.map((r) => ({ seq: r.row.seq, reason: r.reason })));
       for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, reason: r.reason });
@@ -244,7 +247,7 @@ export function createRelay(options: RelayOptions): Relay {
           // only that there was at least that much).
           const before = smoothedPerSec;
           smoothedPerSec = rateAfterPoll(smoothedPerSec, rows.length, claimedAt - previousClaimAt);
-          if (smoothedPerSec !== before) busyPollMs = busyPollFor(smoothedPerSec, opts.busyPollMs, Math.max(opts.busyPollMs, opts.busyPollMaxMs));
+          if (smoothedPerSec !== before) busyPollMs = pollInterval();
         }
         polled = false;
         previousClaimAt = claimedAt;
@@ -265,7 +268,7 @@ export function createRelay(options: RelayOptions): Relay {
           smoothedPerSec = smoothRate(smoothedPerSec, perSec, now - windowStart);
           windowStart = now;
           windowCount = 0;
-          busyPollMs = busyPollFor(smoothedPerSec, opts.busyPollMs, Math.max(opts.busyPollMs, opts.busyPollMaxMs));
+          busyPollMs = pollInterval();
           if (mode === 'notify' && perSec > BUSY_ABOVE_PER_SEC) {
             mode = 'busy';
             await setNotify(session, false);
@@ -279,7 +282,7 @@ export function createRelay(options: RelayOptions): Relay {
           }
         }
         if (rows.length === opts.batchSize) continue; // backlog: claim again at once
-        if (confirmed.length && (mode !== 'busy' || busyPollMs > MARK_WITH_NEXT_CLAIM_MS)) await markPublished(session, confirmed.splice(0));
+        if (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0));
         sleeping = true;
         try {
           if (mode === 'busy') {
