@@ -12,7 +12,7 @@ import {
   onShutdown,
   pgEnv,
 } from '@strangler/platform';
-import { createRelay } from './relay/relay.ts';
+import { createRelay, type RelayOptions } from './relay/relay.ts';
 import { relayEnv, relayOptionsFromEnv, type RelayEnv } from './relay/config.ts';
 import { registerRelayMetrics } from './relay/metrics.ts';
 import { logRelayEvents } from './relay/logging.ts';
@@ -27,23 +27,27 @@ const usage = `Usage: npm run relay -- --db <database>
 Publishes the outbox of <database> to RabbitMQ. One relay leads per database; start more for
 failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
 
-  RELAY_EXCHANGE               exchange published to (default strangler.events)
-  RELAY_BATCH_SIZE             most rows claimed and published at once (default 500)
-  RELAY_NOTIFY                 on: woken by LISTEN/NOTIFY, switched off by the relay itself
-                               above 100 events/s; off: polling only (default on)
-  RELAY_POLL_INTERVAL_MS       poll interval when idle, a lost notification costs at most this
-                               (default 1000)
-  RELAY_BUSY_POLL_MS           poll interval while busy, below 800 events/s (default 2)
-  RELAY_BUSY_POLL_MAX_MS       poll interval at 1,600 events/s and more; larger batches, less
-                               CPU per event, more latency (default 100)
-  RELAY_CONFIRM_TIMEOUT_MS     a batch not confirmed by the broker in this time is retried
-                               (default 10000)
-  RELAY_LEASE_RETRY_MS         how often a standby relay tries to take the lead (default 1000)
-  RELAY_RETENTION_HOURS        published rows are deleted after this long (default 24)
-  RELAY_RETENTION_INTERVAL_MS  how often retention runs (default 60000)
-  RELAY_METRICS_PORT           /healthz, /readyz, /metrics (default 9464; 0 picks a free port)
-  RELAY_METRICS_HOST           address they listen on (default 127.0.0.1)
-  RELAY_INSTANCE               this relay's name in logs and metrics (default host and pid)`;
+  RELAY_EXCHANGE                exchange published to (default strangler.events)
+  RELAY_BATCH_SIZE              most rows claimed and published at once (default 500)
+  RELAY_NOTIFY                  on: woken by LISTEN/NOTIFY, switched off by the relay itself
+                                above 100 events/s; off: polling only (default on)
+  RELAY_POLL_INTERVAL_MS        poll interval when idle, a lost notification costs at most this
+                                (default 1000)
+  RELAY_BUSY_POLL_MS            poll interval while busy, below the ramp (default 2)
+  RELAY_BUSY_POLL_MAX_MS        poll interval above the ramp; larger batches, less CPU per
+                                event, more latency (default 100)
+  RELAY_BUSY_RAMP_FROM_PER_SEC  events/s where the busy poll starts to grow (default 600)
+  RELAY_BUSY_RAMP_TO_PER_SEC    events/s where it reaches RELAY_BUSY_POLL_MAX_MS (default 1000).
+                                Set the ramp below the rate your producers reach when the
+                                database host is saturated, above the rates where latency counts
+  RELAY_CONFIRM_TIMEOUT_MS      a batch not confirmed by the broker in this time is retried
+                                (default 10000)
+  RELAY_LEASE_RETRY_MS          how often a standby relay tries to take the lead (default 1000)
+  RELAY_RETENTION_HOURS         published rows are deleted after this long (default 24)
+  RELAY_RETENTION_INTERVAL_MS   how often retention runs (default 60000)
+  RELAY_METRICS_PORT            /healthz, /readyz, /metrics (default 9464; 0 picks a free port)
+  RELAY_METRICS_HOST            address they listen on (default 127.0.0.1)
+  RELAY_INSTANCE                this relay's name in logs and metrics (default host and pid)`;
 const { values } = parseArgs({ options: { db: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
 if (values.help || !values.db) {
   console.error(values.help ? usage : `Missing --db.\n${usage}`);
@@ -51,16 +55,18 @@ if (values.help || !values.db) {
 }
 let database: string;
 let env: RelayEnv;
+let options: RelayOptions;
 try {
   database = assertIdentifier(values.db);
   env = loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv });
+  options = relayOptionsFromEnv(env, database);
 } catch (err) {
   console.error((err as Error).message);
   process.exit(2);
 }
 const logger = createLogger('relay').child({ database });
 
-const relay = createRelay(relayOptionsFromEnv(env, database));
+const relay = createRelay(options);
 logRelayEvents(relay.events, logger);
 const registry = createRegistry({ service: 'relay', database });
 registerRelayMetrics(relay, registry);

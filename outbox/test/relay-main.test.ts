@@ -55,6 +55,10 @@ describe('npm run relay', () => {
       code: 2,
       stderr: expect.stringMatching(/RELAY_BATCH_SIZE="0"[\s\S]*RELAY_NOTIFY="maybe": must be "on" or "off"/),
     });
+    expect(await run(['--db', db.name], { RELAY_BUSY_RAMP_FROM_PER_SEC: '1000', RELAY_BUSY_RAMP_TO_PER_SEC: '500' })).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/RELAY_BUSY_RAMP_TO_PER_SEC="500": must be above RELAY_BUSY_RAMP_FROM_PER_SEC/),
+    });
   });
 
   it('--help names every RELAY_ setting with its actual default', async () => {

@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
-import { createRegistry, type ChannelModel, type Channel } from '@strangler/platform';
+import { amqpEnv, createRegistry, loadConfig, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
 import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
+import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
 import { createDomainTables, drainQueue, waitFor, writeEvent } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
@@ -164,21 +165,31 @@ describe('relay', () => {
 });
 
 describe('busy poll interval', () => {
-  it('stays at the minimum up to 800 events/s and grows linearly to the maximum at 1,600/s', () => {
-    expect([0, 500, 800, 1_200, 1_600, 5_000].map((r) => busyPollFor(r, 5, 100))).toEqual([5, 5, 5, 53, 100, 100]);
-    expect(busyPollFor(2_000, 5, 5)).toBe(5);
+  const ramp = { fromPerSec: 600, toPerSec: 1_000, minMs: 5, maxMs: 100 };
+  it('stays at the minimum up to the start of the ramp and grows linearly to the maximum at its end', () => {
+    expect([0, 500, 800, 1_200, 1_600, 5_000].map((r) => busyPollFor(r, { ...ramp, fromPerSec: 800, toPerSec: 1_600 }))).toEqual([5, 5, 5, 53, 100, 100]);
+    expect([500, 600, 800, 1_000, 3_000].map((r) => busyPollFor(r, ramp))).toEqual([5, 5, 53, 100, 100]);
+    expect(busyPollFor(2_000, { ...ramp, maxMs: 5 })).toBe(5);
+  });
+
+  it('refuses a ramp that does not rise, naming the settings', () => {
+    const connection = { host: '127.0.0.1', port: 5432, user: 'postgres', password: '', database: 'x' };
+    expect(() => createRelay({ connection, amqpUrl: 'amqp://127.0.0.1', busyRampFromPerSec: 900, busyRampToPerSec: 900 })).toThrow(/busyRampToPerSec \(900\) must be above busyRampFromPerSec \(900\)/);
+    const env = loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, { RELAY_BUSY_RAMP_FROM_PER_SEC: '2000', RELAY_BUSY_RAMP_TO_PER_SEC: '1000' });
+    expect(() => relayOptionsFromEnv(env, 'x')).toThrow(/RELAY_BUSY_RAMP_TO_PER_SEC="1000": must be above RELAY_BUSY_RAMP_FROM_PER_SEC \("2000"\)/);
+    expect(relayOptionsFromEnv(loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, {}), 'x')).toMatchObject({ busyRampFromPerSec: 600, busyRampToPerSec: 1_000 });
   });
 
   it('follows a rate that rises over about a second, and one that falls at once', () => {
     let r = 0;
     for (let i = 0; i < 12; i++) r = smoothRate(r, 500, 250);
     expect(r).toBeGreaterThan(450);
-    expect(busyPollFor(r, 5, 100)).toBe(5);
+    expect(busyPollFor(r, ramp)).toBe(5);
     // A sustained 3,000/s reaches the top of the ramp within about 1.5 s...
     for (let i = 0; i < 6; i++) r = smoothRate(r, 3_000, 250);
-    expect(busyPollFor(r, 5, 100)).toBe(100);
+    expect(busyPollFor(r, ramp)).toBe(100);
     // ...and a window back at 500/s brings the poll straight back.
-    expect(busyPollFor(smoothRate(r, 500, 250), 5, 100)).toBe(5);
+    expect(busyPollFor(smoothRate(r, 500, 250), ramp)).toBe(5);
   });
 
   it('corrects a rate pushed up by a stall\'s backlog with the next long poll', () => {
@@ -186,17 +197,17 @@ describe('busy poll interval', () => {
     let r = 0;
     for (let i = 0; i < 12; i++) r = smoothRate(r, 500, 250);
     r = smoothRate(r, 4_000, 250);
-    const poll = busyPollFor(r, 5, 100);
+    const poll = busyPollFor(r, ramp);
     expect(poll).toBeGreaterThan(40);
     // ...for one poll only: it finds what 500/s brings in that time, under half the prediction.
     r = rateAfterPoll(r, Math.round((500 * poll) / 1_000), poll);
-    expect(busyPollFor(r, 5, 100)).toBe(5);
+    expect(busyPollFor(r, ramp)).toBe(5);
   });
 
   it('drops to the rate one long poll found when that is under half of what was predicted', () => {
     // 2,000/s polled every 100 ms predicts 200 rows: 50 means the load fell to 500/s.
     expect(rateAfterPoll(2_000, 50, 100)).toBe(500);
-    expect(busyPollFor(rateAfterPoll(2_000, 50, 100), 5, 100)).toBe(5);
+    expect(busyPollFor(rateAfterPoll(2_000, 50, 100), ramp)).toBe(5);
     expect(rateAfterPoll(2_000, 150, 100)).toBe(2_000);
     // A 5 ms poll predicts 10 rows: too few to tell a drop from chance.
     expect(rateAfterPoll(2_000, 0, 5)).toBe(2_000);

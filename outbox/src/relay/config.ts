@@ -11,6 +11,8 @@ export const relayEnv = {
   RELAY_POLL_INTERVAL_MS: ms(1_000, 10),
   RELAY_BUSY_POLL_MS: ms(2),
   RELAY_BUSY_POLL_MAX_MS: ms(100),
+  RELAY_BUSY_RAMP_FROM_PER_SEC: z.coerce.number().int().min(0).default(600),
+  RELAY_BUSY_RAMP_TO_PER_SEC: z.coerce.number().int().min(1).default(1_000),
   RELAY_NOTIFY: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('on'),
   RELAY_CONFIRM_TIMEOUT_MS: ms(10_000, 100),
   RELAY_LEASE_RETRY_MS: ms(1_000, 10),
@@ -24,7 +26,13 @@ export const relayEnv = {
 
 export type RelayEnv = Readonly<z.infer<z.ZodObject<typeof relayEnv>>> & PgEnv & { AMQP_URL: string };
 
+/** Relay options from a loaded environment; throws a message naming the settings when they contradict each other. */
 export function relayOptionsFromEnv(env: RelayEnv, database: string): RelayOptions {
+  if (env.RELAY_BUSY_RAMP_TO_PER_SEC <= env.RELAY_BUSY_RAMP_FROM_PER_SEC) {
+    throw new Error(
+      `RELAY_BUSY_RAMP_TO_PER_SEC="${env.RELAY_BUSY_RAMP_TO_PER_SEC}": must be above RELAY_BUSY_RAMP_FROM_PER_SEC ("${env.RELAY_BUSY_RAMP_FROM_PER_SEC}"); the busy poll grows from the one rate to the other.`,
+    );
+  }
   return {
     connection: pgConnection(env, database),
     amqpUrl: env.AMQP_URL,
@@ -33,6 +41,8 @@ export function relayOptionsFromEnv(env: RelayEnv, database: string): RelayOptio
     pollIntervalMs: env.RELAY_POLL_INTERVAL_MS,
     busyPollMs: env.RELAY_BUSY_POLL_MS,
     busyPollMaxMs: env.RELAY_BUSY_POLL_MAX_MS,
+    busyRampFromPerSec: env.RELAY_BUSY_RAMP_FROM_PER_SEC,
+    busyRampToPerSec: env.RELAY_BUSY_RAMP_TO_PER_SEC,
     notify: env.RELAY_NOTIFY === 'on',
     confirmTimeoutMs: env.RELAY_CONFIRM_TIMEOUT_MS,
     leaseRetryMs: env.RELAY_LEASE_RETRY_MS,
