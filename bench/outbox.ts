@@ -5,16 +5,21 @@
  *   {"eventsPerSec", "p50Ms", "p99Ms", "ceilingCommitsPerSec", ...details}
  *
  * - ceilingCommitsPerSec: plain commits/s of the same business + outbox inserts with no relay
- *   and no NOTIFY (`strangler.outbox_notify = off` for the database), CLIENTS clients;
+ *   and no NOTIFY (`strangler.outbox_notify = off`), CLIENTS clients, into a database of its
+ *   own with the same tables and trigger that no relay reads;
  * - eventsPerSec: events/s applied by the consumer (its own database, inbox, version rule)
  *   while the same CLIENTS clients commit as fast as they can with the relay running;
+ * - ratio: eventsPerSec / ceilingCommitsPerSec. The two alternate in ROUNDS rounds (a ceiling
+ *   phase, then a pipeline phase, then the backlog drains), and each figure is the median over
+ *   the rounds, the ratio the median of each round's own ratio: on a shared machine whose speed
+ *   drifts over a minute, a ceiling measured once at the start says little about the end;
  * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s (after 1 s at that rate,
- *   not recorded, for the pipeline to settle after the throughput run).
+ *   not recorded, for the pipeline to settle after the throughput rounds).
  *
  * The relay runs as `npm run relay` would (a child process), the consumer in another child
  * process, the producers here: three processes sharing the machine's cores with Postgres and
- * RabbitMQ. Everything it creates (two databases, an exchange, queues) is removed at the end.
- * Bounded: about a minute.
+ * RabbitMQ. Everything it creates (three databases, an exchange, queues) is removed at the end.
+ * Bounded: about a minute and a half.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -36,8 +41,11 @@ import {
 import { appendEvent, consume, consumerQueues, createInboxSchema, createOutboxSchema, retryDelays } from '@strangler/outbox';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
-const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 8);
-const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 3);
+// Per round; the first THROUGHPUT_WARMUP_SECONDS are not counted: the relay has gone idle while
+// the previous round drained and the ceiling phase ran, and its batching takes ~1 s to rise.
+const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 6);
 const THROUGHPUT_WARMUP_SECONDS = 2;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
 const LATENCY_RATE = 500;
@@ -46,6 +54,7 @@ const LATENCY_SETTLE_SECONDS = 1;
 const env = loadConfig({ ...pgEnv, ...amqpEnv });
 const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
 const producerDb = tag;
+const ceilingDb = `${tag}_ceiling`;
 const consumerDb = `${tag}_svc`;
 const exchange = `${tag}.events`;
 const queue = `${tag}.orders`;
@@ -136,20 +145,27 @@ async function placeOrder(knex: Knex, n: number): Promise<string> {
   });
 }
 
-/** CLIENTS loops committing as fast as they can for `seconds`; returns commits and their times. */
-async function saturate(knex: Knex, seconds: number, counter: { n: number }): Promise<{ commits: number; start: number; end: number }> {
+/**
+ * CLIENTS loops committing as fast as they can for `seconds`; returns commits and their times.
+ * `progress.commits` counts them as they happen.
+ */
+async function saturate(knex: Knex, seconds: number, counter: { n: number }, progress = { commits: 0 }): Promise<{ commits: number; start: number; end: number }> {
   const start = now();
   const end = start + seconds * 1_000;
-  let commits = 0;
+  const before = progress.commits;
   await Promise.all(
     Array.from({ length: CLIENTS }, async () => {
       while (now() < end) {
         await placeOrder(knex, counter.n++);
-        commits++;
+        progress.commits++;
       }
     }),
   );
-  return { commits, start, end: now() };
+  return { commits: progress.commits - before, start, end: now() };
+}
+
+function median(values: number[]): number {
+  return percentile([...values].sort((a, b) => a - b), 50);
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -160,8 +176,8 @@ async function main() {
   const children: ChildProcess[] = [];
   const connection = pgConnection(env, producerDb);
   const pools: Knex[] = [];
-  const pool = (max: number) => {
-    const k = createDb(connection, { applicationName: 'bench-producer', pool: { min: max, max } });
+  const pool = (database: string, max: number) => {
+    const k = createDb(pgConnection(env, database), { applicationName: 'bench-producer', pool: { min: max, max } });
     pools.push(k);
     return k;
   };
@@ -176,6 +192,7 @@ async function main() {
     await Promise.all(children.map((c) => (c.exitCode === null ? Promise.race([once(c, 'exit'), sleep(10_000)]) : null)));
     await Promise.all(pools.splice(0).map((p) => p.destroy()));
     await dropDatabase(connection, producerDb, { force: true }).catch(() => {});
+    await dropDatabase(connection, ceilingDb, { force: true }).catch(() => {});
     await dropDatabase(connection, consumerDb, { force: true }).catch(() => {});
     const conn = await connectAmqp(env.AMQP_URL, `${tag}-cleanup`).catch(() => null);
     if (conn) {
@@ -189,12 +206,15 @@ async function main() {
 
   try {
     await ensureDatabase(connection, producerDb);
+    await ensureDatabase(connection, ceilingDb);
     await ensureDatabase(connection, consumerDb);
-    {
-      const k = createDb(connection, { applicationName: 'bench-setup', pool: { max: 1 } });
+    for (const database of [producerDb, ceilingDb]) {
+      const k = createDb(pgConnection(env, database), { applicationName: 'bench-setup', pool: { max: 1 } });
       await createOutboxSchema(k);
       await k.raw(`create table orders (id text primary key, version int not null, status text not null, total_cents int not null, items jsonb not null, created_at timestamptz not null default now())`);
       await k.destroy();
+    }
+    {
       const c = createDb(pgConnection(env, consumerDb), { applicationName: 'bench-setup', pool: { max: 1 } });
       await createInboxSchema(c);
       await c.raw(`create table orders_replica (id text primary key, version int not null, total_cents int not null, items jsonb not null)`);
@@ -204,22 +224,13 @@ async function main() {
     pools.push(admin);
     const counter = { n: 0 };
 
-    // 1. Ceiling: no relay, no NOTIFY (database default, so every new session has it off).
-    await admin.raw(`alter database "${producerDb}" set strangler.outbox_notify = 'off'`);
-    const ceilingPool = pool(CLIENTS);
+    // The ceiling's database: no relay reads it, and its trigger never notifies (database
+    // default, so every new session has it off).
+    await admin.raw(`alter database "${ceilingDb}" set strangler.outbox_notify = 'off'`);
+    const ceilingPool = pool(ceilingDb, CLIENTS);
     await ceilingPool.raw('select 1');
-    const ceilingNodeCpu = cpuSeconds([process.pid]);
-    const ceiling = await saturate(ceilingPool, CEILING_SECONDS, counter);
-    if (debug) {
-      const pids = (await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [producerDb])).rows.map((r: { pid: number }) => r.pid);
-      console.error(`ceiling CPU µs per commit: ${JSON.stringify({ producerNode: Math.round(((cpuSeconds([process.pid]) - ceilingNodeCpu) / ceiling.commits) * 1e6), producerPg: Math.round((cpuSeconds(pids) / ceiling.commits) * 1e6) })}`);
-    }
-    const ceilingCommitsPerSec = ceiling.commits / ((ceiling.end - ceiling.start) / 1_000);
-    await ceilingPool.destroy();
-    await admin.raw(`alter database "${producerDb}" reset strangler.outbox_notify`);
-    await admin.raw('truncate outbox, orders');
-    await admin.raw('vacuum analyze outbox');
-    await admin.raw('vacuum analyze orders');
+    const ceilingCounter = { n: 0 };
+    await saturate(ceilingPool, 1, ceilingCounter); // warm-up, not recorded
 
     // 2. Relay and consumer up.
     const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
@@ -249,14 +260,12 @@ async function main() {
       }),
     );
     await Promise.race([ready, sleep(30_000).then(() => Promise.reject(new Error('the consumer did not start within 30 s')))]);
-    const written = counter.n; // ceiling rows were truncated: only count from here
-    const producers = pool(CLIENTS);
+    const producers = pool(producerDb, CLIENTS);
     await producers.raw('select 1');
     // Warm up relay and consumer (connections, prepared statements, JIT).
     for (let i = 0; i < 50; i++) await placeOrder(producers, counter.n++);
     await waitUntil(() => appliedTotal >= 50, 20_000, 'the warm-up events to arrive');
 
-    // 3. Throughput: as fast as CLIENTS clients commit, relay and consumer running.
     // Per-process CPU; Postgres backends by application_name (a backend absent before counts from 0).
     const accounts = async (before?: Map<string, number>) => {
       const { rows } = await admin.raw(`select application_name as app, pid from pg_stat_activity where datname in (?, ?)`, [producerDb, consumerDb]);
@@ -283,31 +292,59 @@ async function main() {
       }
       return { out, perPid };
     };
-    const cpuBefore = debug ? await accounts() : null;
-    const samples: Array<[number, number]> = [];
-    const sampler = setInterval(() => samples.push([now(), appliedTotal]), 100);
-    const run = await saturate(producers, THROUGHPUT_SECONDS, counter);
-    clearInterval(sampler);
-    const from = samples.find(([t]) => t >= run.start + THROUGHPUT_WARMUP_SECONDS * 1_000)!;
-    const to = samples.at(-1)!;
-    const eventsPerSec = (to[1] - from[1]) / ((to[0] - from[0]) / 1_000);
-    const producedPerSec = run.commits / ((run.end - run.start) / 1_000);
-    await waitUntil(() => appliedTotal >= counter.n - written, 60_000, 'the backlog to drain');
-    const drainedAfterMs = Math.round(now() - run.end);
+    // 3. Rounds: the ceiling (plain commits, nothing relayed), then the pipeline (as fast as
+    // CLIENTS clients commit, relay and consumer running) until its backlog drained.
+    const rounds: Array<{ ceiling: number; events: number; produced: number; drainedAfterMs: number }> = [];
+    let samples: Array<[at: number, applied: number, committed: number]> = [];
+    let cpuBefore: Awaited<ReturnType<typeof accounts>> | null = null;
+    let lastRoundEvents = 0;
+    let ceilingNodeCpu = 0;
+    for (let r = 0; r < ROUNDS; r++) {
+      const last = r === ROUNDS - 1;
+      const nodeCpuBefore = cpuSeconds([process.pid]);
+      const ceiling = await saturate(ceilingPool, CEILING_SECONDS, ceilingCounter);
+      ceilingNodeCpu += cpuSeconds([process.pid]) - nodeCpuBefore;
+      if (debug && last) {
+        // The ceiling's backends ran nothing else.
+        const pids = (await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [ceilingDb])).rows.map((row: { pid: number }) => row.pid);
+        console.error(`ceiling CPU µs per commit, all rounds: ${JSON.stringify({ producerNode: Math.round((ceilingNodeCpu / ceilingCounter.n) * 1e6), producerPg: Math.round((cpuSeconds(pids) / ceilingCounter.n) * 1e6) })}`);
+      }
+      const sent = counter.n;
+      const appliedBefore = appliedTotal;
+      if (debug && last) cpuBefore = await accounts();
+      samples = [];
+      const progress = { commits: 0 };
+      const sampler = setInterval(() => samples.push([now(), appliedTotal, progress.commits]), 100);
+      const run = await saturate(producers, THROUGHPUT_SECONDS, counter, progress);
+      clearInterval(sampler);
+      // Events applied per second over the window, but no more than were committed in it: what
+      // is applied early in the window may be the backlog of the warm-up.
+      const from = samples.find(([t]) => t >= run.start + THROUGHPUT_WARMUP_SECONDS * 1_000)!;
+      const to = samples.at(-1)!;
+      await waitUntil(() => appliedTotal - appliedBefore >= counter.n - sent, 60_000, 'the backlog to drain');
+      lastRoundEvents = counter.n - sent;
+      rounds.push({
+        ceiling: ceiling.commits / ((ceiling.end - ceiling.start) / 1_000),
+        events: Math.min(to[1] - from[1], to[2] - from[2]) / ((to[0] - from[0]) / 1_000),
+        produced: run.commits / ((run.end - run.start) / 1_000),
+        drainedAfterMs: Math.round(now() - run.end),
+      });
+      if (debug) console.error(`round ${r + 1}: ${JSON.stringify(rounds.at(-1), (_, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`);
+    }
     if (cpuBefore) {
       const { out } = await accounts(cpuBefore.perPid);
-      const events = counter.n - written;
-      console.error(`CPU µs per event during throughput+drain: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / events) * 1e6)])))}`);
+      console.error(`CPU µs per event during the last round's pipeline phase and drain: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / lastRoundEvents) * 1e6)])))}`);
       // Events per consumer transaction (a batch's events share their applied time) and per relay
       // mark statement (rows marked together share published_at, the statement's now()).
       const batches = new Set([...applied.values()]).size;
-      const { rows: marks } = await admin.raw(`select count(distinct published_at)::int as n from outbox where published_at is not null`);
-      console.error(`events per consumer transaction: ${round(applied.size / batches)}, per relay mark: ${round(events / (marks[0] as { n: number }).n)}`);
+      const { rows: marks } = await admin.raw(`select count(*)::int as events, count(distinct published_at)::int as marks from outbox where published_at is not null`);
+      const m = marks[0] as { events: number; marks: number };
+      console.error(`over all rounds: events per consumer transaction ${round(applied.size / batches)}, per relay mark ${round(m.events / m.marks)}`);
     }
 
     // 4. Latency at a steady 500 events/s: commit time here, applied time in the consumer. The
     // first LATENCY_SETTLE_SECONDS at that rate are not recorded: the relay and the consumer
-    // adapt their batching to the rate they see, and the throughput run just before left them
+    // adapt their batching to the rate they see, and the throughput rounds just before left them
     // tuned for saturation.
     const latencyCpuBefore = debug ? await accounts() : null;
     const committed = new Map<string, number>();
@@ -344,18 +381,21 @@ async function main() {
       // published_at is written when the relay marks the row, which it does with its next claim
       // after the broker's confirm (up to one poll interval after the consumer may have the
       // event); "applying" is when the handler's applyAll ran (after begin, inbox and versions).
+      const latencyBatches = new Set([...committed.keys()].map((id) => applied.get(id))).size;
+      console.error(`at ${LATENCY_RATE}/s: events per consumer transaction ${round(committed.size / latencyBatches)}, per relay mark ${round(committed.size / new Set([...pub.values()]).size)}`);
       console.error('commit->marked', stage((id, t) => pub.get(id)! - t), 'commit->applying', stage((id, t) => receivedAt.get(id)! - t), 'applying->applied', stage((id) => applied.get(id)! - receivedAt.get(id)!));
-      console.error('applied per 100 ms during the throughput run:', samples.map(([, n], i) => (i ? n - samples[i - 1]![1] : 0)).join(' '));
+      console.error("applied per 100 ms during the last round's pipeline phase:", samples.map(([, n], i) => (i ? n - samples[i - 1]![1] : 0)).join(' '));
     }
 
     const result = {
-      eventsPerSec: Math.round(eventsPerSec),
+      eventsPerSec: Math.round(median(rounds.map((r) => r.events))),
       p50Ms: round(percentile(latencies, 50)),
       p99Ms: round(percentile(latencies, 99)),
-      ceilingCommitsPerSec: Math.round(ceilingCommitsPerSec),
-      ratio: round(eventsPerSec / ceilingCommitsPerSec),
-      producedPerSec: Math.round(producedPerSec),
-      drainedAfterMs,
+      ceilingCommitsPerSec: Math.round(median(rounds.map((r) => r.ceiling))),
+      ratio: round(median(rounds.map((r) => r.events / r.ceiling))),
+      roundRatios: rounds.map((r) => round(r.events / r.ceiling)),
+      producedPerSec: Math.round(median(rounds.map((r) => r.produced))),
+      drainedAfterMs: Math.max(...rounds.map((r) => r.drainedAfterMs)),
       clients: CLIENTS,
       latencySamples: latencies.length,
       maxMs: round(latencies.at(-1)!),
