@@ -65,7 +65,12 @@ export class LeaderLease {
         await sleep(this.opts.retryMs, signal);
       } catch (err) {
         this.opts.onError(err);
+        // Close the session, not just forget it: it may hold the lock already (the lock taken,
+        // then the leader update failed: a missing table, a lock timeout), and an open session
+        // would keep it from every relay until this process exits.
+        const session = this.session;
         this.drop();
+        void session?.end().catch(() => {});
         // Reconnect backoff: up to 200, 400, 800 ms ... capped at 5 s (full jitter).
         await sleep(50 + backoffDelay(this.failures++, { baseMs: 200, maxMs: 5_000 }), signal);
       }

@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { createTestDatabase } from '@strangler/platform/testing';
+import { sleep } from '@strangler/platform';
+import { LeaderLease } from '../src/relay/leader.ts';
+import { waitFor } from './helpers.ts';
+
+const db = await createTestDatabase('monolith');
+
+const advisoryLocks = async () => {
+  const { rows } = await db.knex.raw<{ rows: Array<{ n: number }> }>(
+    `select count(*)::int as n from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())`,
+  );
+  return rows[0]!.n;
+};
+
+describe('leader lease', () => {
+  it('closes a session that took the lock but failed to record the leader, so the lock is not stranded', async () => {
+    // The relay started before the migrations, say: the lock is taken, then the update of
+    // outbox_relay fails. The session must not keep the lock from every later attempt.
+    await db.knex.raw('alter table outbox_relay rename to outbox_relay_later');
+    const errors: Array<{ code?: string }> = [];
+    const lease = new LeaderLease({ connection: db.connection, applicationName: 'lease-test', instance: 'lease-test', retryMs: 50, onError: (e) => errors.push(e as { code?: string }) });
+    const stop = new AbortController();
+    const acquiring = lease.acquire(stop.signal);
+    try {
+      await waitFor('two failed attempts', () => errors.length >= 2);
+      expect(errors[0]!.code).toBe('42P01');
+      await waitFor('no session left holding the lock', async () => (await advisoryLocks()) === 0, 5_000);
+      await db.knex.raw('alter table outbox_relay_later rename to outbox_relay');
+      const tenure = await Promise.race([acquiring, sleep(10_000).then(() => null)]);
+      expect(tenure, 'the lease once the table exists').not.toBeNull();
+      expect(await advisoryLocks()).toBe(1);
+      expect((await db.knex('outbox_relay').first()).leader).toBe('lease-test');
+    } finally {
+      stop.abort();
+      await lease.release();
+    }
+  });
+});
