@@ -214,6 +214,22 @@ describe('consume', () => {
     expect(reconnects).toHaveBeenCalled();
   });
 
+  it('when its queues cannot be declared, rejects and leaves nothing running behind', async () => {
+    const queue = `${broker.prefix}.conflict`;
+    const { events } = consumerQueues(queue);
+    // Someone declared the queue with other settings: the consumer's declaration fails (406).
+    const other = await conn.createChannel();
+    await other.assertQueue(events, { durable: false });
+    await other.close();
+    await expect(start({ queue })).rejects.toThrow(/PRECONDITION_FAILED|inequivalent arg/);
+    // Once the conflict is gone nothing may come back to life: no consumer without a handle to stop it.
+    await ch.deleteQueue(events);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const check = await conn.createChannel();
+    check.on('error', () => {}); // the 404 below closes this channel, as expected
+    await expect(check.checkQueue(events)).rejects.toThrow(/NOT_FOUND/);
+  });
+
   it('parks a message that is not an event envelope at once', async () => {
     const c = await start();
     ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'garbage', persistent: true });

@@ -66,6 +66,9 @@ interface Generation {
   pub: ConfirmChannel;
   acks: AckWindow;
   alive: boolean;
+  /** Until open() returns it: a loss then fails open() (whose caller retries) instead of starting a reconnect loop. */
+  opening: boolean;
+  lostWhileOpening?: unknown;
   tag?: string;
 }
 
@@ -142,11 +145,13 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   async function open(): Promise<Generation> {
     const conn = await connectAmqp(amqpUrl, `${name}-consumer`);
     coalesceWrites(conn);
+    let gen: Generation | null = null;
     try {
       const ch = await conn.createChannel();
       const pub = await conn.createConfirmChannel();
-      const gen: Generation = { conn, ch, pub, acks: new AckWindow(ch), alive: true };
-      const lost = (error?: unknown) => onLost(gen, error);
+      const g: Generation = { conn, ch, pub, acks: new AckWindow(ch), alive: true, opening: true };
+      gen = g;
+      const lost = (error?: unknown) => onLost(g, error);
       conn.on('close', lost);
       ch.on('close', lost);
       pub.on('close', lost);
@@ -156,11 +161,18 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       await ch.prefetch(prefetch);
       if (stopped) throw new Error('consumer stopped');
       current = gen;
-      const { consumerTag } = await ch.consume(queues.events, (msg) => onMessage(gen, msg), { noAck: false });
+      const { consumerTag } = await ch.consume(queues.events, (msg) => onMessage(g, msg), { noAck: false });
       gen.tag = consumerTag;
+      gen.opening = false;
+      if (gen.lostWhileOpening) throw gen.lostWhileOpening;
       emit('consumer:connected', { queue: name });
       return gen;
     } catch (err) {
+      if (gen) {
+        gen.alive = false;
+        const dead = gen;
+        pending = pending.filter((d) => d.gen !== dead);
+      }
       await conn.close().catch(() => {});
       throw err;
     }
@@ -168,6 +180,10 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
 
   function onLost(gen: Generation, error?: unknown) {
     if (!gen.alive) return;
+    if (gen.opening) {
+      gen.lostWhileOpening ??= error ?? new Error('the broker connection closed while the consumer was starting');
+      return;
+    }
     gen.alive = false;
     void gen.conn.close().catch(() => {});
     pending = pending.filter((d) => d.gen !== gen);
