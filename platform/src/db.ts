@@ -19,7 +19,9 @@ export interface DbOptions {
 export function createDb(connection: PgConnection, { pool, applicationName = 'strangler' }: DbOptions = {}): Knex {
   return knexFactory({
     client: 'pg',
-    connection: { ...connection, application_name: applicationName },
+    // A connect that hangs (host down, partition) fails after 5 s instead of holding a pool
+    // slot until the OS gives up on the TCP handshake.
+    connection: { ...connection, application_name: applicationName, connectionTimeoutMillis: 5_000 },
     pool: { min: pool?.min ?? 0, max: pool?.max ?? 10, idleTimeoutMillis: 10_000 },
     acquireConnectionTimeout: 10_000,
     // Knex prints connection errors to the console as well as rejecting the query; the caller

@@ -54,14 +54,24 @@ export function isAppError(err: unknown): err is AppError {
   return typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AppError' && typeof (err as AppError).code === 'string';
 }
 
-/** Postgres SQLSTATE codes worth retrying: the same transaction can succeed if run again. */
-const RETRYABLE_PG = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004']);
-const RETRYABLE_NET = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT']);
+/**
+ * Postgres SQLSTATE codes worth retrying: the same transaction can succeed if run again.
+ * Serialization failure and deadlock; admin, crash and startup shutdowns; connection failures;
+ * too many connections (a failover or a deploy briefly exceeds the limit).
+ */
+const RETRYABLE_PG = new Set(['40001', '40P01', '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004', '53300']);
+/** Socket errors of a database that is down, restarting, unreachable or not resolvable yet. */
+const RETRYABLE_NET = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ENOTFOUND', 'EAI_AGAIN']);
 
-/** True for serialization failures, deadlocks, admin shutdowns and dropped connections. */
+/**
+ * True for serialization failures, deadlocks, admin shutdowns, dropped or refused connections,
+ * connection attempts that time out, and a pool with no connection to give within its timeout
+ * (knex's KnexTimeoutError: the database is unreachable, or every connection is busy).
+ */
 export function isTransientDbError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') {
+    if ((err as { name?: unknown } | null)?.name === 'KnexTimeoutError') return true;
     const msg = String((err as { message?: unknown } | null)?.message ?? '');
     return /Connection terminated|terminating connection|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(msg);
   }
