@@ -46,12 +46,18 @@ export class Publisher {
   private loop: Promise<void> | null = null;
   private failures = 0;
   private blocked = false;
+  private channelGeneration = 0;
   private readonly wake = new EventTarget();
 
   constructor(private readonly opts: PublisherOptions) {}
 
   get connected(): boolean {
     return !!this.channel;
+  }
+
+  /** Counts the channels opened: publish() uses the one of the current generation. */
+  get generation(): number {
+    return this.channelGeneration;
   }
 
   /** A channel is open and the broker does not block us: ready() would resolve at once. */
@@ -187,6 +193,7 @@ export class Publisher {
         }
         this.conn = c;
         this.channel = ch;
+        this.channelGeneration++;
         this.returned = new Map();
         this.blocked = false;
         this.failures = 0;
@@ -216,14 +223,17 @@ export class Publisher {
     if (this.channel === ch && this.conn) void this.conn.close().catch(() => {});
   }
 
+  /** Resolves on `drain`, or once the channel closed (no `drain` comes then) or we stop. */
   private drained(ch: ConfirmChannel, isClosed: () => boolean): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         clearInterval(timer);
         ch.off('drain', done);
+        ch.off('close', done);
         resolve();
       };
       ch.once('drain', done);
+      ch.once('close', done);
       const timer = setInterval(() => {
         if (isClosed() || this.stopped) done();
       }, 100);

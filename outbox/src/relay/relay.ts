@@ -197,7 +197,9 @@ export function createRelay(options: RelayOptions): Relay {
   async function lead(tenure: Tenure, pub: Publisher) {
     const signal = AbortSignal.any([tenure.signal, stopping.signal]);
     const { session } = tenure;
-    const inFlight = new Map<Promise<void>, number[]>();
+    // Batches awaiting their confirms: their rows, and the publisher's channel generation.
+    const inFlight = new Map<Promise<void>, { seqs: number[]; generation: number }>();
+    const staleBatches = () => [...inFlight].filter(([, b]) => b.generation !== pub.generation).map(([batch]) => batch);
     let confirmed: number[] = []; // confirmed, not yet marked: left out of claims until marked
     let failure: unknown = null;
     let transportFailed = false;
@@ -249,12 +251,20 @@ export function createRelay(options: RelayOptions): Relay {
         if (confirmed.length && !pub.isReady) await markPublished(session, confirmed.splice(0)); // no claim until the broker is back
         if (!(await pub.ready(signal))) break;
         if (transportFailed) continue; // a batch failed while we waited: settle it first
+        // The publisher reconnected before a batch of the old connection noticed its loss (it was
+        // waiting for `drain`, say): that batch settles first, or rows claimed now would go out
+        // on the new connection ahead of the ones it did not get confirmed.
+        const stale = staleBatches();
+        if (stale.length) {
+          await Promise.all(stale);
+          continue;
+        }
         const marking = confirmed;
         confirmed = [];
         const claimedAt = performance.now();
         let rows: OutboxRow[];
         try {
-          rows = await claimBatch(session, opts.batchSize, [...[...inFlight.values()].flat(), ...marking], marking);
+          rows = await claimBatch(session, opts.batchSize, [...[...inFlight.values()].flatMap((b) => b.seqs), ...marking], marking);
         } catch (err) {
           confirmed = marking.concat(confirmed);
           throw err;
@@ -268,12 +278,15 @@ export function createRelay(options: RelayOptions): Relay {
         }
         polled = false;
         previousClaimAt = claimedAt;
+        // The same two checks again: the connection may have failed during the claim. The rows
+        // are simply claimed again, in order, once the failed batches settled.
+        if (transportFailed || staleBatches().length) continue;
         if (rows.length) {
           const batch: Promise<void> = publishRows(rows).then(
             (ok) => void (transportFailed ||= !ok),
             (err) => void (failure ??= err),
           );
-          inFlight.set(batch, rows.map((r) => r.seq));
+          inFlight.set(batch, { seqs: rows.map((r) => r.seq), generation: pub.generation });
           void batch.finally(() => inFlight.delete(batch));
           if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight.keys());
         }
