@@ -56,7 +56,10 @@ export interface ConsumeOptions {
 export interface Consumer {
   readonly queue: string;
   readonly events: ConsumerEvents;
-  /** Stops taking messages, lets running transactions finish (at most ~5 s), closes the connection. */
+  /**
+   * Stops taking messages, lets running transactions finish (at most ~5 s) and closes the
+   * connection; closing a connection to a broker that stopped answering waits for TCP.
+   */
   stop(): Promise<void>;
 }
 

@@ -58,6 +58,6 @@ export async function markRejected(session: pg.Client, rejected: Array<{ seq: nu
 
 /**
  * Age in seconds of the oldest unpublished row, or 0 when the outbox is drained. A confirmed row
- * counts until the relay marks it, with its next claim (one busy poll interval at most).
+ * counts until the relay marks it: with its next claim while polls are short, else at once.
  */
 export const LAG_SQL = `select coalesce(extract(epoch from now() - (select created_at from outbox where published_at is null order by seq limit 1)), 0)::float8 as lag`;

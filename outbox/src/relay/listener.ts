@@ -38,12 +38,15 @@ export class OutboxListener {
   start(): void {
     if (this.stopped || this.subscriber) return;
     const sub = createSubscriber(
-      { ...this.opts.connection, application_name: this.opts.applicationName },
+      // TCP keepalives: a connection that died silently fails once they do, and pg-listen reconnects.
+      { ...this.opts.connection, application_name: this.opts.applicationName, keepAlive: true, keepAliveInitialDelayMillis: 5_000 },
       {
         // Reconnect delays: up to 200, 400, 800 ms ... capped at 5 s (full jitter, 50 ms floor).
         retryInterval: (attempt: number) => 50 + backoffDelay(attempt, { baseMs: 200, maxMs: 5_000 }),
         retryTimeout: 10 * 60_000,
-        // A silently dead connection is noticed within 10 s (default 30 s).
+        // A query every 10 s (default 30 s) keeps the connection used. On a connection that died
+        // silently it hangs until the keepalives fail; meanwhile the fallback poll
+        // (pollIntervalMs) stands in for the lost notifications.
         paranoidChecking: 10_000,
         parse: (s: string) => s,
       },

@@ -66,7 +66,11 @@ export interface Relay {
   readonly isLeader: boolean;
   /** Starts connecting, listening and competing for the lease; resolves at once. */
   start(): Promise<void>;
-  /** Finishes the batch in flight (at most ~4 s), gives up the lease and closes every connection (within 10 s). */
+  /**
+   * Finishes the batch in flight (at most ~4 s), gives up the lease and closes every connection:
+   * a few seconds, except that closing a connection to a host that stopped answering waits for
+   * TCP (`npm run relay` exits 10 s after SIGTERM regardless).
+   */
   stop(): Promise<void>;
   /** Age in seconds of the oldest unpublished row (0 when drained). */
   lagSeconds(): Promise<number>;
@@ -111,7 +115,8 @@ const BUSY_RAMP_FROM_PER_SEC = 600;
 const BUSY_RAMP_TO_PER_SEC = 1_000;
 const RATE_RISE_MS = 1_000;
 // After switching NOTIFY back on, a transaction whose trigger ran while it was off may commit
-// after the catch-up sweep without notifying: one extra sweep shortly after catches it.
+// after the catch-up sweep without notifying: one extra sweep shortly after catches it if it
+// committed by then; a later one waits for the fallback poll (pollIntervalMs).
 const SETTLE_SWEEP_MS = 50;
 // Batches awaiting confirms at once: the broker's confirm latency (~1-5 ms here) then overlaps
 // with claiming and publishing the next rows instead of adding to every row's latency.
@@ -312,7 +317,9 @@ export function createRelay(options: RelayOptions): Relay {
           }
         }
         if (rows.length === opts.batchSize) continue; // backlog: claim again at once
-        if (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0));
+        // A loop: a batch whose confirms come in during the await adds to `confirmed` (it sees
+        // `sleeping` false), and nothing else would mark those before the next claim.
+        while (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0));
         sleeping = true;
         try {
           if (mode === 'busy') {
