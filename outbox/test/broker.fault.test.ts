@@ -1,7 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { connectAmqp } from '@strangler/platform';
-import { consume } from '../src/index.ts';
+import { randomUUID } from 'node:crypto';
+import { consume, consumerQueues, type ConsumeOptions } from '../src/index.ts';
+import { toMessage } from '../src/envelope.ts';
 import { appliedCount, assertExactlyOnceInOrder, createDomainTables, execFileAsync, replicaHandler, spawnRelay, waitFor, writeStream } from './helpers.ts';
 
 // Disturbs the shared broker: runs in the `faults` project, alone.
@@ -128,6 +130,55 @@ describe('broker failures mid-stream', () => {
     } finally {
       await relay.kill('SIGTERM');
       await consumer.stop();
+    }
+  });
+
+  it('keeps a retried message whose delay ended while its events queue was gone, and delivers it once the queue is back', async () => {
+    const queue = `${broker.prefix}.hop`;
+    let failing = true;
+    const options: ConsumeOptions = {
+      queue,
+      bindings: ['item.*'],
+      handler: replicaHandler(() => {
+        if (failing) throw new Error('not yet');
+      }),
+      db: db.newPool('hop'),
+      amqpUrl: broker.url,
+      exchange: broker.exchange,
+      retry: { maxAttempts: 3, baseMs: 1_000, maxMs: 1_000 },
+    };
+    const first = await consume(options);
+    const retrying = new Promise((resolve) => first.events.once('consumer:message:retrying', resolve));
+    const admin = await connectAmqp(broker.url, `${broker.prefix}-hop`);
+    try {
+      const ch = await admin.createConfirmChannel();
+      const msg = toMessage({ id: randomUUID(), seq: 0, aggregate_type: 'item', aggregate_id: 'hop', aggregate_version: 1, event_type: 'item.created', payload: JSON.stringify({ id: 'hop' }), headers: {}, created_at: new Date() });
+      ch.publish(broker.exchange, msg.routingKey, msg.content, msg.options);
+      await ch.waitForConfirms();
+      await retrying; // acked: from here on, only its copy in the 1 s delay queue exists
+      await first.stop();
+      // The events queue is gone when the copy's delay ends. A classic delay queue drops the
+      // copy then (dead-lettering at most once); a quorum one keeps it.
+      await ch.deleteQueue(consumerQueues(queue).events);
+      await new Promise((r) => setTimeout(r, 2_000));
+      await ch.assertQueue(consumerQueues(queue).events, { durable: true });
+    } finally {
+      await admin.close();
+    }
+    // RabbitMQ tries a kept dead-letter again every 3 minutes (dead_letter_worker_publisher_confirm_timeout),
+    // and at once when the queue restarts: restart the broker app rather than wait.
+    try {
+      await rabbitmqctl('stop_app');
+    } finally {
+      await rabbitmqctl('start_app');
+      await brokerUp();
+    }
+    failing = false;
+    const second = await consume(options);
+    try {
+      await waitFor('the copy applied', async () => (await db.knex('replica').where({ id: 'hop' }).first())?.version === 1, 30_000);
+    } finally {
+      await second.stop();
     }
   });
 });

@@ -40,6 +40,12 @@ export function retryDelays({ maxAttempts = 8, baseMs = 1_000, maxMs = 60_000 }:
  * than per-message TTLs in one queue) because RabbitMQ only expires messages at the head of a
  * queue: a 60 s message would hold back a 1 s one behind it. Jitter is therefore per tier, not
  * per message.
+ *
+ * The delay queues are quorum queues with at-least-once dead-lettering (RabbitMQ 3.10+): the
+ * consumer acks a failed delivery once its copy is confirmed in a delay queue, so the hop back
+ * must not lose it. Classic queues dead-letter at most once: a copy whose TTL expired while
+ * `<base>.events` did not exist, or while the broker went down mid-move, was dropped. A quorum
+ * queue keeps it until `<base>.events` has taken it.
  */
 export async function declareConsumerTopology(
   ch: Channel,
@@ -49,10 +55,30 @@ export async function declareConsumerTopology(
   await ch.assertQueue(queues.events, { durable: true });
   for (const key of bindings) await ch.bindQueue(queues.events, exchange, key);
   for (const ms of new Set(delays)) {
-    await ch.assertQueue(queues.retry(ms), {
-      durable: true,
-      arguments: { 'x-message-ttl': ms, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': queues.events },
-    });
+    const name = queues.retry(ms);
+    try {
+      await ch.assertQueue(name, { durable: true, arguments: delayQueueArguments(ms, queues.events) });
+    } catch (err) {
+      if (!/PRECONDITION_FAILED/.test(String((err as Error).message))) throw err;
+      throw new Error(
+        `Delay queue ${name} exists with other settings (an earlier version declared delay queues as classic queues): ` +
+          `once it is empty (rabbitmqctl list_queues name messages), delete it (rabbitmqctl delete_queue ${name}) and start the consumer again. Broker said: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
   }
   await ch.assertQueue(queues.dead, { durable: true });
+}
+
+/** Arguments of the delay queue of `ms`: see declareConsumerTopology. */
+export function delayQueueArguments(ms: number, target: string): Record<string, unknown> {
+  return {
+    'x-queue-type': 'quorum',
+    'x-message-ttl': ms,
+    'x-dead-letter-exchange': '',
+    'x-dead-letter-routing-key': target,
+    'x-dead-letter-strategy': 'at-least-once',
+    // Required by at-least-once dead-lettering (no length limit is set, so nothing is refused).
+    'x-overflow': 'reject-publish',
+  };
 }
