@@ -45,8 +45,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 3);
 // Per round; the first THROUGHPUT_WARMUP_SECONDS are not counted: the relay has gone idle while
 // the previous round drained and the ceiling phase ran, and its batching takes ~1 s to rise.
-const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 6);
-const THROUGHPUT_WARMUP_SECONDS = 2;
+const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 8);
+const THROUGHPUT_WARMUP_SECONDS = 3;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
 const LATENCY_RATE = 500;
 const LATENCY_SETTLE_SECONDS = 1;
