@@ -51,6 +51,9 @@ const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
 const LATENCY_RATE = 500;
 const LATENCY_SETTLE_SECONDS = 1;
 
+if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) throw new Error(`BENCH_ROUNDS="${process.env.BENCH_ROUNDS}": give a whole number of rounds, 1 or more.`);
+if (!(THROUGHPUT_SECONDS >= THROUGHPUT_WARMUP_SECONDS + 1)) throw new Error(`BENCH_THROUGHPUT_SECONDS="${process.env.BENCH_THROUGHPUT_SECONDS}": give at least ${THROUGHPUT_WARMUP_SECONDS + 1} (the first ${THROUGHPUT_WARMUP_SECONDS} s of each round are warm-up).`);
+if (!(CEILING_SECONDS > 0)) throw new Error(`BENCH_CEILING_SECONDS="${process.env.BENCH_CEILING_SECONDS}": give a number of seconds above 0.`);
 const env = loadConfig({ ...pgEnv, ...amqpEnv });
 const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
 const producerDb = tag;
@@ -165,7 +168,9 @@ async function saturate(knex: Knex, seconds: number, counter: { n: number }, pro
 }
 
 function median(values: number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 50);
+  const v = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -198,7 +203,7 @@ async function main() {
     if (conn) {
       const ch = await conn.createChannel();
       const q = consumerQueues(queue);
-      for (const name of [q.events, q.dead, ...new Set(retryDelays().map((d) => q.retry(d)))]) await ch.deleteQueue(name).catch(() => {});
+      for (const name of [q.events, q.dead, ...new Set(retryDelays().map((d) => q.delay(d)))]) await ch.deleteQueue(name).catch(() => {});
       await ch.deleteExchange(exchange).catch(() => {});
       await conn.close().catch(() => {});
     }
@@ -231,6 +236,8 @@ async function main() {
     await ceilingPool.raw('select 1');
     const ceilingCounter = { n: 0 };
     await saturate(ceilingPool, 1, ceilingCounter); // warm-up, not recorded
+    const ceilingWarmupCommits = ceilingCounter.n;
+    const ceilingPgCpuWarmup = cpuSeconds((await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [ceilingDb])).rows.map((row: { pid: number }) => row.pid));
 
     // 2. Relay and consumer up.
     const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
@@ -307,7 +314,8 @@ async function main() {
       if (debug && last) {
         // The ceiling's backends ran nothing else.
         const pids = (await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [ceilingDb])).rows.map((row: { pid: number }) => row.pid);
-        console.error(`ceiling CPU µs per commit, all rounds: ${JSON.stringify({ producerNode: Math.round((ceilingNodeCpu / ceilingCounter.n) * 1e6), producerPg: Math.round((cpuSeconds(pids) / ceilingCounter.n) * 1e6) })}`);
+        const commits = ceilingCounter.n - ceilingWarmupCommits;
+        console.error(`ceiling CPU µs per commit, all rounds: ${JSON.stringify({ producerNode: Math.round((ceilingNodeCpu / commits) * 1e6), producerPg: Math.round(((cpuSeconds(pids) - ceilingPgCpuWarmup) / commits) * 1e6) })}`);
       }
       const sent = counter.n;
       const appliedBefore = appliedTotal;

@@ -108,7 +108,7 @@ describe('broker failures mid-stream', () => {
       try {
         timeline.push(`stop_app while streaming: ${streaming}`);
         await rabbitmqctl('stop_app');
-        await new Promise((r) => setTimeout(r, 2_000));
+        await new Promise((r) => setTimeout(r, 6_000));
       } finally {
         await rabbitmqctl('start_app');
         await brokerUp();
@@ -145,7 +145,8 @@ describe('broker failures mid-stream', () => {
       db: db.newPool('hop'),
       amqpUrl: broker.url,
       exchange: broker.exchange,
-      retry: { maxAttempts: 3, baseMs: 1_000, maxMs: 1_000 },
+      // Time enough to stop the consumer and delete its queue before the delay ends.
+      retry: { maxAttempts: 3, baseMs: 5_000, maxMs: 5_000 },
     };
     const first = await consume(options);
     const retrying = new Promise((resolve) => first.events.once('consumer:message:retrying', resolve));
@@ -155,7 +156,7 @@ describe('broker failures mid-stream', () => {
       const msg = toMessage({ id: randomUUID(), seq: 0, aggregate_type: 'item', aggregate_id: 'hop', aggregate_version: 1, event_type: 'item.created', payload: JSON.stringify({ id: 'hop' }), headers: {}, created_at: new Date() });
       ch.publish(broker.exchange, msg.routingKey, msg.content, msg.options);
       await ch.waitForConfirms();
-      await retrying; // acked: from here on, only its copy in the 1 s delay queue exists
+      await retrying; // acked: from here on, only its copy in the 5 s delay queue exists
       await first.stop();
       // The events queue is gone when the copy's delay ends. A classic delay queue drops the
       // copy then (dead-lettering at most once); a quorum one keeps it.

@@ -214,14 +214,6 @@ describe('consume', () => {
     expect(reconnects).toHaveBeenCalled();
   });
 
-  it('says what to do when a delay queue exists with the settings of an earlier version', async () => {
-    const queue = `${broker.prefix}.old`;
-    const other = await conn.createChannel();
-    await other.assertQueue(consumerQueues(queue).retry(100), { durable: true, arguments: { 'x-message-ttl': 100 } });
-    await other.close();
-    await expect(start({ queue })).rejects.toThrow(/Delay queue .*old\.retry\.100ms exists with other settings[\s\S]*delete it \(rabbitmqctl delete_queue/);
-  });
-
   it('when its queues cannot be declared, rejects and leaves nothing running behind', async () => {
     const queue = `${broker.prefix}.conflict`;
     const { events } = consumerQueues(queue);

@@ -73,7 +73,8 @@ export function isTransientDbError(err: unknown): boolean {
   if (typeof code !== 'string') {
     if ((err as { name?: unknown } | null)?.name === 'KnexTimeoutError') return true;
     const msg = String((err as { message?: unknown } | null)?.message ?? '');
-    return /Connection terminated|terminating connection|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(msg);
+    // "timeout expired": pg's connectionTimeoutMillis ran out (a host that does not answer).
+    return /Connection terminated|terminating connection|Client has encountered a connection error|timeout exceeded when trying to connect|^timeout expired$/i.test(msg);
   }
   return RETRYABLE_PG.has(code) || RETRYABLE_NET.has(code);
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import knexFactory from 'knex';
 import pg from 'pg';
@@ -48,6 +49,20 @@ describe('isTransientDbError, on errors raised by real connections', () => {
     }
     const refused = await errorOf(() => new pg.Client({ ...connection, port: 1 }).connect());
     expect(isTransientDbError(refused)).toBe(true);
+  });
+
+  it('retries a connect that timed out against a host that does not answer', async () => {
+    const silent = net.createServer(() => {}).listen(0, '127.0.0.1');
+    await new Promise((r) => silent.once('listening', r));
+    try {
+      const port = (silent.address() as net.AddressInfo).port;
+      const err = await errorOf(() => new pg.Client({ ...connection, port, connectionTimeoutMillis: 200 }).connect());
+      expect((err as Error).message).toMatch(/timeout/);
+      expect(isTransientDbError(err)).toBe(true);
+    } finally {
+      silent.close();
+      // the client's socket is destroyed on timeout; close() returns once it is gone
+    }
   });
 
   it('does not retry errors that would repeat: a syntax error, a unique violation', async () => {

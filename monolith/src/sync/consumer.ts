@@ -4,7 +4,7 @@ import { ORIGIN } from '../shared/events.ts';
 import { syncBindings, syncHandler, type SyncedEntity } from './apply-state.ts';
 import { notificationSync } from './notification-sync.ts';
 
-/** The consumer name and queue base of the monolith's sync consumer: `monolith-sync.events`, `.dead`, `.retry.<ms>ms`. */
+/** The consumer name and queue base of the monolith's sync consumer: `monolith-sync.events`, `.dead`, `.delay.<ms>ms`. */
 export const MONOLITH_SYNC_QUEUE = 'monolith-sync';
 
 /** Every entity an extracted service writes and the monolith copies back. The next extraction adds its own here. */

@@ -22,7 +22,7 @@ import { consumerQueues, declareConsumerTopology, retryDelays, type RetryPolicy 
 
 export interface ConsumeOptions {
   /**
-   * The consumer's name and the base of its queues: `<queue>.events`, `<queue>.retry.<ms>ms`,
+   * The consumer's name and the base of its queues: `<queue>.events`, `<queue>.delay.<ms>ms`,
    * `<queue>.dead`; also its key in the inbox table. E.g. `notification` (tests: `${broker.prefix}.notification`).
    */
   queue: string;
@@ -350,7 +350,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         emit('consumer:message:parked', { queue: name, id, attempts, error: reason });
       } else {
         const delayMs = delays[attempts - 1]!;
-        await sendCopy(gen.pub, queues.retry(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason });
+        await sendCopy(gen.pub, queues.delay(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason });
         ack(gen, [msg]);
         emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
       }

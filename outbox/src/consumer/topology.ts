@@ -6,12 +6,16 @@ export interface ConsumerQueues {
   events: string;
   /** Parking queue for messages that failed `maxAttempts` times: `<base>.dead`. */
   dead: string;
-  /** Delay queue of one retry tier: `<base>.retry.<ms>ms`. */
-  retry(delayMs: number): string;
+  /**
+   * Delay queue of one retry tier: `<base>.delay.<ms>ms`, a quorum queue. (Earlier versions used
+   * classic queues named `<base>.retry.<ms>ms`: left alone, they hand what they hold back to
+   * `<base>.events` and stay empty.)
+   */
+  delay(delayMs: number): string;
 }
 
 export function consumerQueues(base: string): ConsumerQueues {
-  return { events: `${base}.events`, dead: `${base}.dead`, retry: (ms) => `${base}.retry.${ms}ms` };
+  return { events: `${base}.events`, dead: `${base}.dead`, delay: (ms) => `${base}.delay.${ms}ms` };
 }
 
 export interface RetryPolicy {
@@ -54,19 +58,7 @@ export async function declareConsumerTopology(
   await ch.assertExchange(exchange, 'topic', { durable: true });
   await ch.assertQueue(queues.events, { durable: true });
   for (const key of bindings) await ch.bindQueue(queues.events, exchange, key);
-  for (const ms of new Set(delays)) {
-    const name = queues.retry(ms);
-    try {
-      await ch.assertQueue(name, { durable: true, arguments: delayQueueArguments(ms, queues.events) });
-    } catch (err) {
-      if (!/PRECONDITION_FAILED/.test(String((err as Error).message))) throw err;
-      throw new Error(
-        `Delay queue ${name} exists with other settings (an earlier version declared delay queues as classic queues): ` +
-          `once it is empty (rabbitmqctl list_queues name messages), delete it (rabbitmqctl delete_queue ${name}) and start the consumer again. Broker said: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-  }
+  for (const ms of new Set(delays)) await ch.assertQueue(queues.delay(ms), { durable: true, arguments: delayQueueArguments(ms, queues.events) });
   await ch.assertQueue(queues.dead, { durable: true });
 }
 

@@ -38,15 +38,14 @@ export class OutboxListener {
   start(): void {
     if (this.stopped || this.subscriber) return;
     const sub = createSubscriber(
-      // TCP keepalives: a connection that died silently fails once they do, and pg-listen reconnects.
-      { ...this.opts.connection, application_name: this.opts.applicationName, keepAlive: true, keepAliveInitialDelayMillis: 5_000 },
+      { ...this.opts.connection, application_name: this.opts.applicationName },
       {
         // Reconnect delays: up to 200, 400, 800 ms ... capped at 5 s (full jitter, 50 ms floor).
         retryInterval: (attempt: number) => 50 + backoffDelay(attempt, { baseMs: 200, maxMs: 5_000 }),
         retryTimeout: 10 * 60_000,
-        // A query every 10 s (default 30 s) keeps the connection used. On a connection that died
-        // silently it hangs until the keepalives fail; meanwhile the fallback poll
-        // (pollIntervalMs) stands in for the lost notifications.
+        // A query every 10 s (default 30 s): a closed or reset connection shows within 10 s. On one
+        // that died silently (a partition) the query hangs until TCP gives up retransmitting,
+        // minutes; meanwhile the fallback poll (pollIntervalMs) stands in for the notifications.
         paranoidChecking: 10_000,
         parse: (s: string) => s,
       },

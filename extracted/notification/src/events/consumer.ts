@@ -5,7 +5,7 @@ import { consume, consumerQueues, type Consumer, type RetryPolicy } from '@stran
 import { notificationEventHandler } from './handler.ts';
 import { ORIGIN } from './publish.ts';
 
-/** Default consumer name: queues `notification.events`, `notification.retry.<ms>ms`, `notification.dead`. */
+/** Default consumer name: queues `notification.events`, `notification.delay.<ms>ms`, `notification.dead`. */
 export const NOTIFICATION_QUEUE = 'notification';
 
 /** Every event type of the aggregates this service keeps in step (the version rule needs them all). */
