@@ -110,7 +110,7 @@ const RATE_WINDOW_MS = 250;
 // or the short polls take CPU from them for good. The defaults (600 to 1,000/s) were measured on
 // two 2-core machines, one about twice as fast per operation as the other: their producers
 // saturate at ~2,700/s and ~1,000/s (~1,800/s once the polls are long). The old ramp (800 to
-// 1,600/s) gave the slower one 0.5 to 0.65 of its plain commit rate; this one 0.79 to 0.91.
+// 1,600/s) gave the slower one 0.5 to 0.65 of its plain commit rate; this one 0.73 to 0.91.
 const BUSY_RAMP_FROM_PER_SEC = 600;
 const BUSY_RAMP_TO_PER_SEC = 1_000;
 const RATE_RISE_MS = 1_000;
