@@ -5,7 +5,7 @@ import type { Channel, ChannelModel } from '@strangler/platform';
 import { consume, consumerQueues, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
 import { toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
-import { appliedCount, createDomainTables, replicaHandler, waitFor } from './helpers.ts';
+import { appliedCount, createDomainTables, partitionableProxy, replicaHandler, waitFor } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -228,6 +228,21 @@ describe('consume', () => {
     const check = await conn.createChannel();
     check.on('error', () => {}); // the 404 below closes this channel, as expected
     await expect(check.checkQueue(events)).rejects.toThrow(/NOT_FOUND/);
+  });
+
+  it('stops within bounds when the broker stopped answering', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    try {
+      const c = await start({ amqpUrl: proxy.url });
+      publish('before', 1);
+      await waitFor('applied through the proxy', async () => (await replicaVersion('before')) === 1);
+      proxy.partition();
+      // Without bounds, stop() waits for the broker's answers (cancel-ok, close-ok) forever.
+      const stopped = await Promise.race([c.stop().then(() => true), new Promise((r) => setTimeout(() => r(false), 20_000))]);
+      expect(stopped, 'stop() returned').toBe(true);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('parks a message that is not an event envelope at once', async () => {

@@ -4,7 +4,7 @@ import { amqpEnv, createRegistry, loadConfig, pgEnv, type ChannelModel, type Cha
 import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
 import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
-import { createDomainTables, drainQueue, waitFor, writeEvent } from './helpers.ts';
+import { createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -145,6 +145,24 @@ describe('relay', () => {
     await new Promise((r) => setTimeout(r, 300)); // three more retention runs
     expect(await db.knex('outbox').pluck('id')).toEqual([kept]);
     expect(deleted.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+  });
+
+  it('stops within bounds when the broker stopped answering', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    try {
+      const relay = createRelay({ connection: db.connection, amqpUrl: proxy.url, exchange: broker.exchange, pollIntervalMs: 200, leaseRetryMs: 200 });
+      await relay.start();
+      await writeEvent(db.knex, 'partitioned-1');
+      await waitFor('published through the proxy', async () => (await unpublished()) === 0);
+      proxy.partition();
+      await writeEvent(db.knex, 'partitioned-2'); // published into the void: its confirm never comes
+      // Without bounds, stop() waits for the broker's close-ok forever.
+      const stopped = await Promise.race([relay.stop().then(() => true), new Promise((r) => setTimeout(() => r(false), 25_000))]);
+      expect(stopped, 'stop() returned').toBe(true);
+      expect(await unpublished(), 'the unconfirmed event stays unpublished').toBe(1);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('exposes published, batches, leader and lag as Prometheus metrics', async () => {

@@ -29,3 +29,22 @@ export async function connectAmqp(url: string, name: string): Promise<ChannelMod
   conn.on('error', () => {});
   return conn;
 }
+
+/**
+ * Closes the connection with the broker's handshake, or, if the broker does not answer within
+ * `ms` (a partition: the socket accepts writes and nothing comes back), drops the socket. Never
+ * rejects; also fine on a connection that is already closed.
+ */
+export async function closeAmqp(conn: ChannelModel, ms = 2_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const answered = await Promise.race([
+    conn.close().then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  // amqplib notices a socket error (not a bare 'close'): it then closes the connection object.
+  if (!answered) (conn.connection as unknown as { stream?: { destroy(err?: Error): void } }).stream?.destroy(new Error(`the broker did not answer the close within ${ms} ms`));
+}

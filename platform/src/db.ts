@@ -36,6 +36,23 @@ export function assertIdentifier(name: string, what = 'database name'): string {
   return name;
 }
 
+/**
+ * Ends a pg client, or drops its socket when the server does not answer within `ms` (a
+ * partition). Never rejects.
+ */
+export async function endPgClient(client: pg.Client, ms = 2_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const ended = await Promise.race([
+    client.end().then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  if (!ended) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
+
 /** Runs `fn` with a short-lived client on the server's `postgres` database (for CREATE/DROP DATABASE). */
 export async function withAdminClient<T>(connection: PgConnection, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ ...connection, database: 'postgres', application_name: 'strangler-admin' });

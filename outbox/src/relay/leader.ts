@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { backoffDelay, sleep, type PgConnection } from '@strangler/platform';
+import { backoffDelay, endPgClient, sleep, type PgConnection } from '@strangler/platform';
 
 /**
  * Advisory-lock key of the relay lease: (0x5354524c "STRL", 1). Advisory locks are scoped to a
@@ -70,7 +70,7 @@ export class LeaderLease {
         // would keep it from every relay until this process exits.
         const session = this.session;
         this.drop();
-        void session?.end().catch(() => {});
+        if (session) void endPgClient(session);
         // Reconnect backoff: up to 200, 400, 800 ms ... capped at 5 s (full jitter).
         await sleep(50 + backoffDelay(this.failures++, { baseMs: 200, maxMs: 5_000 }), signal);
       }
@@ -82,7 +82,7 @@ export class LeaderLease {
   async release(): Promise<void> {
     const session = this.session;
     this.drop();
-    if (session) await session.end().catch(() => {});
+    if (session) await endPgClient(session);
   }
 
   private drop() {

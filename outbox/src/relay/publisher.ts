@@ -1,4 +1,4 @@
-import { backoffDelay, connectAmqp, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
+import { backoffDelay, closeAmqp, connectAmqp, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
 import { toMessage, type OutboxRow } from '../envelope.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 
@@ -154,7 +154,7 @@ export class Publisher {
     const conn = this.conn;
     this.conn = null;
     this.channel = null;
-    if (conn) await conn.close().catch(() => {});
+    if (conn) await closeAmqp(conn);
     // A connect in flight notices `stopped` and closes what it opened; don't wait on it for long.
     await Promise.race([this.loop, sleep(2_000)]);
   }
