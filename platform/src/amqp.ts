@@ -1,4 +1,5 @@
 import amqp, { type ChannelModel } from 'amqplib';
+import { settlesWithin } from './http.ts';
 
 export type { ChannelModel };
 export type { Channel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
@@ -36,15 +37,7 @@ export async function connectAmqp(url: string, name: string): Promise<ChannelMod
  * rejects; also fine on a connection that is already closed.
  */
 export async function closeAmqp(conn: ChannelModel, ms = 2_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const answered = await Promise.race([
-    conn.close().then(
-      () => true,
-      () => true,
-    ),
-    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
-  ]);
-  clearTimeout(timer);
+  const answered = await settlesWithin(conn.close(), ms);
   // amqplib notices a socket error (not a bare 'close'): it then closes the connection object.
   if (!answered) (conn.connection as unknown as { stream?: { destroy(err?: Error): void } }).stream?.destroy(new Error(`the broker did not answer the close within ${ms} ms`));
 }

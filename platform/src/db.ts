@@ -1,6 +1,7 @@
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import type { PgConnection } from './config.ts';
+import { settlesWithin } from './http.ts';
 
 // bigint (int8) columns such as outbox `seq` and counts come back as JS numbers: every value
 // this system stores in int8 stays far below 2^53.
@@ -41,16 +42,7 @@ export function assertIdentifier(name: string, what = 'database name'): string {
  * partition). Never rejects.
  */
 export async function endPgClient(client: pg.Client, ms = 2_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const ended = await Promise.race([
-    client.end().then(
-      () => true,
-      () => true,
-    ),
-    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
-  ]);
-  clearTimeout(timer);
-  if (!ended) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  if (!(await settlesWithin(client.end(), ms))) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 /** Runs `fn` with a short-lived client on the server's `postgres` database (for CREATE/DROP DATABASE). */
