@@ -237,7 +237,10 @@ async function main() {
     const ceilingCounter = { n: 0 };
     await saturate(ceilingPool, 1, ceilingCounter); // warm-up, not recorded
     const ceilingWarmupCommits = ceilingCounter.n;
-    const ceilingPgCpuWarmup = cpuSeconds((await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [ceilingDb])).rows.map((row: { pid: number }) => row.pid));
+    // The ceiling's backends run nothing else.
+    const ceilingPids = async (): Promise<number[]> =>
+      (await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [ceilingDb])).rows.map((row: { pid: number }) => row.pid);
+    const ceilingPgCpuWarmup = debug ? cpuSeconds(await ceilingPids()) : 0;
 
     // 2. Relay and consumer up.
     const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
@@ -308,12 +311,11 @@ async function main() {
     let ceilingNodeCpu = 0;
     for (let r = 0; r < ROUNDS; r++) {
       const last = r === ROUNDS - 1;
-      const nodeCpuBefore = cpuSeconds([process.pid]);
+      const nodeCpuBefore = debug ? cpuSeconds([process.pid]) : 0;
       const ceiling = await saturate(ceilingPool, CEILING_SECONDS, ceilingCounter);
-      ceilingNodeCpu += cpuSeconds([process.pid]) - nodeCpuBefore;
+      if (debug) ceilingNodeCpu += cpuSeconds([process.pid]) - nodeCpuBefore;
       if (debug && last) {
-        // The ceiling's backends ran nothing else.
-        const pids = (await admin.raw(`select pid from pg_stat_activity where datname = ? and application_name = 'bench-producer'`, [ceilingDb])).rows.map((row: { pid: number }) => row.pid);
+        const pids = await ceilingPids();
         const commits = ceilingCounter.n - ceilingWarmupCommits;
         console.error(`ceiling CPU µs per commit, all rounds: ${JSON.stringify({ producerNode: Math.round((ceilingNodeCpu / commits) * 1e6), producerPg: Math.round(((cpuSeconds(pids) - ceilingPgCpuWarmup) / commits) * 1e6) })}`);
       }

@@ -6,7 +6,7 @@ import {
   EVENTS_EXCHANGE,
   isTransientDbError,
   sleep,
-  withTimeout,
+  settlesWithin,
   type Channel,
   type ChannelModel,
   type ConfirmChannel,
@@ -172,14 +172,16 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       emit('consumer:connected', { queue: name });
       return gen;
     } catch (err) {
-      if (gen) {
-        gen.alive = false;
-        const dead = gen;
-        pending = pending.filter((d) => d.gen !== dead);
-      }
-      await conn.close().catch(() => {});
+      if (gen) retire(gen);
+      await closeAmqp(conn);
       throw err;
     }
+  }
+
+  /** A generation's deliveries not yet started are dropped: the broker redelivers them. */
+  function retire(gen: Generation) {
+    gen.alive = false;
+    pending = pending.filter((d) => d.gen !== gen);
   }
 
   function onLost(gen: Generation, error?: unknown) {
@@ -188,9 +190,8 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       gen.lostWhileOpening ??= error ?? new Error('the broker connection closed while the consumer was starting');
       return;
     }
-    gen.alive = false;
+    retire(gen);
     void gen.conn.close().catch(() => {});
-    pending = pending.filter((d) => d.gen !== gen);
     if (stopped) return;
     emit('consumer:connection:lost', { queue: name, error });
     reconnecting ??= (async () => {
@@ -244,30 +245,26 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       recheck = null;
     }
     while (!stopped && pending.length && running.size < concurrency) {
+      // While a transaction runs, a young backlog smaller than a batch waits for it (see
+      // PARALLEL_AFTER_MS): known from the oldest pending message, before splitting `pending`.
+      if (running.size && pending.length < batchSize && waitForRunning(pending[0]!.at)) return;
       // Take, in arrival order, every message whose aggregate no running transaction holds, up
       // to batchSize; once an aggregate is skipped, so are its later messages (order).
       const skipped = new Set<string>();
       const batch: Delivery[] = [];
       const rest: Delivery[] = [];
       const gen = pending.find((d) => !busy.has(d.key))?.gen;
-      let oldest = Infinity;
       for (const d of pending) {
         if (batch.length < batchSize && d.gen === gen && !busy.has(d.key) && !skipped.has(d.key)) {
           batch.push(d);
-          oldest = Math.min(oldest, d.at);
         } else {
           skipped.add(d.key);
           rest.push(d);
         }
       }
       if (!batch.length) return; // every pending aggregate is held: the running transactions call dispatch again
-      if (running.size && batch.length < batchSize) {
-        const waited = performance.now() - oldest;
-        if (waited < PARALLEL_AFTER_MS) {
-          recheck = setTimeout(dispatch, PARALLEL_AFTER_MS - waited);
-          return;
-        }
-      }
+      // The batch is in arrival order: its first message is its oldest.
+      if (running.size && batch.length < batchSize && waitForRunning(batch[0]!.at)) return;
       pending = rest;
       const keys = new Set(batch.map((d) => d.key));
       for (const k of keys) busy.add(k);
@@ -282,6 +279,14 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         });
       running.add(run);
     }
+  }
+
+  /** True, with a dispatch scheduled for when it has waited PARALLEL_AFTER_MS, if a message that arrived at `at` is younger than that. */
+  function waitForRunning(at: number): boolean {
+    const waited = performance.now() - at;
+    if (waited >= PARALLEL_AFTER_MS) return false;
+    recheck = setTimeout(dispatch, PARALLEL_AFTER_MS - waited);
+    return true;
   }
 
   async function processBatch(batch: Delivery[]): Promise<void> {
@@ -383,12 +388,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       stopping.abort();
       const gen = current;
       // Every step is bounded: a broker that stopped answering (a partition) cannot hang stop().
-      if (gen?.alive && gen.tag) await withTimeout(gen.ch.cancel(gen.tag), 2_000, 'cancel timed out').catch(() => {});
+      if (gen?.alive && gen.tag) await settlesWithin(gen.ch.cancel(gen.tag), 2_000);
       pending = [];
       if (recheck) clearTimeout(recheck);
-      await Promise.race([Promise.allSettled(running), sleep(5_000)]);
+      await settlesWithin(Promise.allSettled(running), 5_000);
       // A reconnect in flight notices `stopped` and closes what it opened, however late.
-      await Promise.race([reconnecting, sleep(2_000)]);
+      if (reconnecting) await settlesWithin(reconnecting, 2_000);
       const last = current;
       if (last) {
         // Channel close handshakes first: the broker then has processed our last acks, which a
@@ -404,7 +409,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
           }
         }
         last.alive = false; // from here on, channel 'close' events are ours, not a loss
-        if (wasAlive) await withTimeout(Promise.all([last.ch.close(), last.pub.close()]), 2_000, 'channel close timed out').catch(() => {});
+        if (wasAlive) await settlesWithin(Promise.all([last.ch.close(), last.pub.close()]), 2_000);
         await closeAmqp(last.conn);
       }
       emit('consumer:stopped', { queue: name });

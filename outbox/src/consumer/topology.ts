@@ -63,7 +63,7 @@ export async function declareConsumerTopology(
 }
 
 /** Arguments of the delay queue of `ms`: see declareConsumerTopology. */
-export function delayQueueArguments(ms: number, target: string): Record<string, unknown> {
+function delayQueueArguments(ms: number, target: string): Record<string, unknown> {
   return {
     'x-queue-type': 'quorum',
     'x-message-ttl': ms,

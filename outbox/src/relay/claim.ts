@@ -12,7 +12,7 @@ const MARK_SET = 'published_at = now(), attempts = attempts + 1, last_error = nu
  *
  * The same statement first marks published the rows confirmed since the previous claim ($3):
  * one round trip per cycle instead of two. The select runs on the statement's snapshot, which
- * does not see that update, so the caller excludes those rows too ($2).
+ * does not see that update, so it leaves those rows out itself.
  */
 const CLAIM = `
   with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[]))
@@ -20,16 +20,16 @@ const CLAIM = `
          payload::text as payload, headers, created_at
     from outbox
    where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
-     and seq <> all($2::bigint[])
+     and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
    order by seq
    limit $1`;
 
 /**
- * Marks `confirmed` rows published and claims up to `limit` rows, leaving out `exclude` (rows in
- * flight: published, confirms awaited; and the confirmed rows being marked).
+ * Marks `confirmed` rows published and claims up to `limit` rows, leaving out `inFlight`
+ * (published, confirms awaited) and the confirmed rows.
  */
-export async function claimBatch(session: pg.Client, limit: number, exclude: number[] = [], confirmed: number[] = []): Promise<OutboxRow[]> {
-  const { rows } = await session.query<OutboxRow>({ name: 'strangler_outbox_claim', text: CLAIM, values: [limit, exclude, confirmed] });
+export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = []): Promise<OutboxRow[]> {
+  const { rows } = await session.query<OutboxRow>({ name: 'strangler_outbox_claim', text: CLAIM, values: [limit, inFlight, confirmed] });
   return rows;
 }
 

@@ -1,5 +1,5 @@
 import pgListen, { type Subscriber } from 'pg-listen';
-import { backoffDelay, withTimeout, type PgConnection } from '@strangler/platform';
+import { backoffDelay, settlesWithin, type PgConnection } from '@strangler/platform';
 
 const createSubscriber = pgListen.default;
 
@@ -109,7 +109,7 @@ export class OutboxListener {
     const sub = this.subscriber;
     this.subscriber = null;
     if (!sub) return;
-    await withTimeout(sub.close(), 2_000, 'listener close timed out').catch(() => {});
+    await settlesWithin(sub.close(), 2_000);
     // A reconnect in flight would open a connection after close(); give it up to 2 s to land
     // (the 'connected' handler above then closes it).
     for (let i = 0; i < 20 && this.reconnecting; i++) await new Promise((r) => setTimeout(r, 100));

@@ -1,4 +1,4 @@
-import { backoffDelay, closeAmqp, connectAmqp, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
+import { backoffDelay, closeAmqp, connectAmqp, settlesWithin, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
 import { toMessage, type OutboxRow } from '../envelope.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 
@@ -156,7 +156,7 @@ export class Publisher {
     this.channel = null;
     if (conn) await closeAmqp(conn);
     // A connect in flight notices `stopped` and closes what it opened; don't wait on it for long.
-    await Promise.race([this.loop, sleep(2_000)]);
+    if (this.loop) await settlesWithin(this.loop, 2_000);
   }
 
   private async connectLoop(): Promise<void> {
@@ -188,7 +188,7 @@ export class Publisher {
         });
         await ch.assertExchange(this.opts.exchange, 'topic', { durable: true });
         if (this.stopped) {
-          await c.close().catch(() => {});
+          await closeAmqp(c);
           return;
         }
         this.conn = c;
@@ -201,7 +201,7 @@ export class Publisher {
         this.wake.dispatchEvent(new Event('change'));
       } catch (err) {
         this.opts.onError(err);
-        if (conn) await conn.close().catch(() => {});
+        if (conn) await closeAmqp(conn);
         await sleep(50 + backoffDelay(this.failures++, { baseMs: 250, maxMs: 5_000 }));
       }
     }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { createDb, EVENTS_EXCHANGE, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
+import { createDb, EVENTS_EXCHANGE, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
 import { claimBatch, LAG_SQL, markPublished, markRejected } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
@@ -215,15 +215,14 @@ export function createRelay(options: RelayOptions): Relay {
     let windowCount = 0;
     let settleAt = 0;
     let sleeping = false;
-    let busyPollMs = opts.busyPollMs;
     let smoothedPerSec = 0;
     // When the previous claim started, and whether the relay slept a busy poll since.
     let previousClaimAt = 0;
     let polled = false;
     const ramp = { fromPerSec: opts.busyRampFromPerSec, toPerSec: opts.busyRampToPerSec, minMs: opts.busyPollMs, maxMs: Math.max(opts.busyPollMs, opts.busyPollMaxMs) };
-    const pollInterval = () => busyPollFor(smoothedPerSec, ramp);
+    const busyPollMs = () => busyPollFor(smoothedPerSec, ramp);
     // Confirmed rows are marked on their own, now, unless a claim follows within a short poll.
-    const markAlone = () => mode !== 'busy' || busyPollMs > MARK_WITH_NEXT_CLAIM_MS;
+    const markAlone = () => mode !== 'busy' || busyPollMs() > MARK_WITH_NEXT_CLAIM_MS;
 
     /** Publishes one batch and records the outcome; resolves false if the broker connection failed under it. */
     async function publishRows(rows: OutboxRow[]): Promise<boolean> {
@@ -269,7 +268,7 @@ export function createRelay(options: RelayOptions): Relay {
         const claimedAt = performance.now();
         let rows: OutboxRow[];
         try {
-          rows = await claimBatch(session, opts.batchSize, [...[...inFlight.values()].flatMap((b) => b.seqs), ...marking], marking);
+          rows = await claimBatch(session, opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking);
         } catch (err) {
           confirmed = marking.concat(confirmed);
           throw err;
@@ -277,9 +276,7 @@ export function createRelay(options: RelayOptions): Relay {
         if (polled && rows.length < opts.batchSize) {
           // What this claim found arrived since the previous one started (a full claim says
           // only that there was at least that much).
-          const before = smoothedPerSec;
           smoothedPerSec = rateAfterPoll(smoothedPerSec, rows.length, claimedAt - previousClaimAt);
-          if (smoothedPerSec !== before) busyPollMs = pollInterval();
         }
         polled = false;
         previousClaimAt = claimedAt;
@@ -303,7 +300,6 @@ export function createRelay(options: RelayOptions): Relay {
           smoothedPerSec = smoothRate(smoothedPerSec, perSec, now - windowStart);
           windowStart = now;
           windowCount = 0;
-          busyPollMs = pollInterval();
           if (mode === 'notify' && perSec > BUSY_ABOVE_PER_SEC) {
             mode = 'busy';
             await setNotify(session, false);
@@ -323,7 +319,7 @@ export function createRelay(options: RelayOptions): Relay {
         sleeping = true;
         try {
           if (mode === 'busy') {
-            await sleep(busyPollMs, signal);
+            await sleep(busyPollMs(), signal);
             polled = true;
           } else if (settleAt > now) {
             await wakeup.wait(settleAt - now, signal);
@@ -425,12 +421,12 @@ export function createRelay(options: RelayOptions): Relay {
       // broker connection below fails its confirms and the rows are simply republished later.
       // Every step is bounded: 4 s here, then each close ~2 s (the publisher's and the listener's
       // up to 4 s, with a connect in flight). Normally all of it takes well under a second.
-      await Promise.race([Promise.allSettled(tasks), sleep(4_000)]);
+      await settlesWithin(Promise.allSettled(tasks), 4_000);
       await publisher?.stop();
-      await Promise.race([Promise.allSettled(tasks), sleep(1_000)]);
+      await settlesWithin(Promise.allSettled(tasks), 1_000);
       await lease?.release();
       await listener?.stop();
-      await Promise.race([pool?.destroy(), sleep(2_000)]);
+      if (pool) await settlesWithin(pool.destroy(), 2_000);
       emit('relay:stopped', { instance });
     },
     async lagSeconds() {
