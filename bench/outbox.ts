@@ -385,6 +385,22 @@ async function main() {
       for (const [id, t] of committed) (perSecond[Math.floor((t - latencyStart) / 1_000)] ??= []).push(applied.get(id)! - t);
       console.error('pacing: commits started late per second (count/max ms):', Array.from(lateBySecond, (v) => (v ? `${v.filter((x) => x > 1).length}/${round(Math.max(...v))}` : '0/0')).join(' '));
       console.error('latency p50/p99 per second:', perSecond.map((v) => { v.sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; }).join(' '));
+      // Whether the slow events are spread out (steady queueing) or come in bursts (a process
+      // stalled: a GC pause, a backend descheduled): a burst is a run of slow commits less than
+      // BURST_GAP_MS apart.
+      const BURST_GAP_MS = 20;
+      const slow = [...committed].filter(([id, t]) => applied.get(id)! - t > 10).map(([, t]) => t).sort((a, b) => a - b);
+      const bursts: number[][] = [];
+      for (const t of slow) {
+        const last = bursts.at(-1);
+        if (last && t - last.at(-1)! < BURST_GAP_MS) last.push(t);
+        else bursts.push([t]);
+      }
+      const sizes = bursts.map((b) => b.length).sort((a, b) => a - b);
+      console.error(
+        `over 10 ms: ${round((100 * slow.length) / committed.size)}% of events` +
+          (bursts.length ? `, in ${bursts.length} bursts (median ${median(sizes)} events, largest ${sizes.at(-1)} over ${round(Math.max(...bursts.map((b) => b.at(-1)! - b[0]!)))} ms)` : ''),
+      );
       const { rows } = await admin.raw(`select id, extract(epoch from published_at) * 1000 as p from outbox where id = any(?::uuid[])`, [[...committed.keys()]]);
       const stage = (f: (id: string, t: number) => number) => { const v = [...committed].map(([id, t]) => f(id, t)).sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; };
       const pub = new Map<string, number>(rows.map((r: { id: string; p: number }) => [r.id, Number(r.p)]));
