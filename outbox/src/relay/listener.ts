@@ -37,11 +37,23 @@ export class OutboxListener {
 
   start(): void {
     if (this.stopped || this.subscriber) return;
+    // pg-listen's reconnect loop does not look at close(): it would go on trying to connect for
+    // the whole retryTimeout after stop(). A subscriber given up (stopped, or replaced after its
+    // `error`) therefore throws from the two callbacks that loop makes, which ends it with an
+    // `error` that is ignored below.
+    const abandoned = () => this.stopped || this.subscriber !== sub;
+    const endIfAbandoned = () => {
+      if (abandoned()) throw new Error('the listener was stopped');
+    };
     const sub = createSubscriber(
-      { ...this.opts.connection, application_name: this.opts.applicationName },
+      // A connect that hangs (host down, partition) fails after 5 s, like the pool's.
+      { ...this.opts.connection, application_name: this.opts.applicationName, connectionTimeoutMillis: 5_000 },
       {
         // Reconnect delays: up to 200, 400, 800 ms ... capped at 5 s (full jitter, 50 ms floor).
-        retryInterval: (attempt: number) => 50 + backoffDelay(attempt, { baseMs: 200, maxMs: 5_000 }),
+        retryInterval: (attempt: number) => {
+          endIfAbandoned();
+          return 50 + backoffDelay(attempt, { baseMs: 200, maxMs: 5_000 });
+        },
         retryTimeout: 10 * 60_000,
         // A query every 10 s (default 30 s): a closed or reset connection shows within 10 s. On one
         // that died silently (a partition) the query hangs until TCP gives up retransmitting,
@@ -54,12 +66,13 @@ export class OutboxListener {
     let first = true;
     sub.notifications.on(this.opts.channel, () => this.opts.onNotify());
     sub.events.on('reconnect', (attempt) => {
+      endIfAbandoned(); // before the attempt opens a connection
       this.reconnecting = true;
       this.opts.onReconnecting(attempt);
     });
     sub.events.on('connected', () => {
       this.reconnecting = false;
-      if (this.stopped || this.subscriber !== sub) {
+      if (abandoned()) {
         void sub.close().catch(() => {});
         return;
       }
@@ -68,8 +81,9 @@ export class OutboxListener {
       this.opts.onListening();
     });
     sub.events.on('error', (err) => {
+      this.reconnecting = false;
+      if (abandoned()) return;
       this.opts.onError(err);
-      if (this.subscriber !== sub) return;
       // pg-listen stopped retrying: start over with a fresh subscriber.
       this.subscriber = null;
       void sub.close().catch(() => {});
@@ -84,13 +98,13 @@ export class OutboxListener {
       .then(() => listening)
       .then(() => {
         first = false;
-        if (this.stopped || this.subscriber !== sub) return;
+        if (abandoned()) return;
         this.failures = 0;
         this.opts.onListening();
       })
       .catch((err) => {
         first = false;
-        this.opts.onError(err);
+        if (!abandoned()) this.opts.onError(err);
       });
   }
 
