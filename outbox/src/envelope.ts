@@ -127,6 +127,36 @@ export function toMessage(row: OutboxRow): OutgoingMessage {
   };
 }
 
+// What AMQP (and amqplib's encoder) can carry: the routing key, the message properties and the
+// header names are short strings of at most 255 bytes; amqplib encodes the header table into a
+// 64 KiB scratch buffer. A message over these limits makes amqplib's publish() throw.
+const SHORT_STRING_BYTES = 255;
+const HEADER_TABLE_BYTES = 60_000;
+
+/**
+ * Why AMQP cannot carry a header table, or null. The size is an upper bound of its encoding (a
+ * string value costs its bytes plus 4, a number at most 8).
+ */
+export function headersProblem(headers: Record<string, unknown>): string | null {
+  let size = 0;
+  for (const [name, value] of Object.entries(headers)) {
+    const nameBytes = Buffer.byteLength(name);
+    if (nameBytes > SHORT_STRING_BYTES) return `header name "${name.slice(0, 40)}..." is ${nameBytes} bytes, AMQP allows ${SHORT_STRING_BYTES}`;
+    size += 2 + nameBytes + (typeof value === 'string' ? 4 + Buffer.byteLength(value) : 8);
+  }
+  return size > HEADER_TABLE_BYTES ? `the headers take up to ${size} bytes encoded, more than the ${HEADER_TABLE_BYTES} allowed` : null;
+}
+
+/** Why AMQP cannot carry this message (see HEADER_TABLE_BYTES), or null. */
+export function unpublishable(msg: OutgoingMessage): string | null {
+  const { messageId, type, appId, headers } = msg.options;
+  const shortStrings: Array<[string, unknown]> = [['routing key (event type)', msg.routingKey], ['message id', messageId], ['type', type], ['app id (origin)', appId]];
+  for (const [name, value] of shortStrings) {
+    if (typeof value === 'string' && Buffer.byteLength(value) > SHORT_STRING_BYTES) return `the ${name} is ${Buffer.byteLength(value)} bytes, AMQP allows ${SHORT_STRING_BYTES}`;
+  }
+  return headersProblem(headers ?? {});
+}
+
 export class MalformedMessageError extends Error {
   readonly code = 'MALFORMED_MESSAGE';
 }

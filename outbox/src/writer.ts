@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { currentContext } from '@strangler/platform';
+import { HEADERS, headersProblem, unpublishable } from './envelope.ts';
 
 /** Version of the envelope and payload conventions; consumers may branch on it. */
 export const EVENT_SCHEMA_VERSION = 1;
@@ -48,6 +49,12 @@ export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promi
     ...(ctx?.requestId ? { requestId: ctx.requestId } : {}),
     ...event.headers,
   };
+  // Refused here, in the business transaction, rather than by the relay, which could only leave
+  // the row unpublished with its error.
+  const problem =
+    unpublishable({ routingKey: event.eventType, content: Buffer.alloc(0), options: { appId: event.origin } }) ??
+    headersProblem({ ...headers, [HEADERS.aggregateType]: event.aggregateType, [HEADERS.aggregateId]: event.aggregateId, [HEADERS.aggregateVersion]: event.aggregateVersion });
+  if (problem) throw new Error(`Event ${event.eventType} of ${event.aggregateType} ${event.aggregateId} cannot be published: ${problem}.`);
   const id = randomUUID();
   const [row] = await trx('outbox')
     .insert({

@@ -30,20 +30,22 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
  * sends, as a network partition would (writes succeed, nothing arrives). `url` is `brokerUrl`
  * with the proxy's port.
  */
-export async function partitionableProxy(brokerUrl: string): Promise<{ url: string; partition(): void; close(): Promise<void> }> {
+export async function partitionableProxy(brokerUrl: string): Promise<{ url: string; partition(which?: 'all' | 'existing'): void; close(): Promise<void> }> {
   const target = new URL(brokerUrl);
   let silent = false;
+  const silenced = new Set<net.Socket>();
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 5672), target.hostname);
     for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(from);
       from.on('data', (chunk) => {
-        if (!silent) to.write(chunk);
+        if (!silent && !silenced.has(from)) to.write(chunk);
       });
       from.on('error', () => {});
       from.on('close', () => {
         sockets.delete(from);
+        silenced.delete(from);
         to.destroy();
       });
     }
@@ -54,7 +56,11 @@ export async function partitionableProxy(brokerUrl: string): Promise<{ url: stri
   url.port = String((server.address() as net.AddressInfo).port);
   return {
     url: url.toString(),
-    partition: () => void (silent = true),
+    // 'existing': the connections open now go silent, new ones work (one blackholed TCP flow).
+    partition: (which = 'all') => {
+      if (which === 'all') silent = true;
+      else for (const s of sockets) silenced.add(s);
+    },
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => server.close(resolve));

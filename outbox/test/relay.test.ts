@@ -1,10 +1,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
-import { amqpEnv, createRegistry, loadConfig, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
+import { randomUUID } from 'node:crypto';
+import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpConnections, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
 import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
 import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
-import { createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent } from './helpers.ts';
+import { createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent, writeStream } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -131,6 +132,78 @@ describe('relay', () => {
     expect((await drainQueue(broker, q)).map((m) => m.id)).toEqual([id]);
   });
 
+  it('refuses a row AMQP cannot carry on its own: the rows around it are published once each', async () => {
+    // Written past the writer, which refuses it (an old writer, a hand-written insert): an
+    // event type of 300 bytes cannot be a routing key, and amqplib's publish() would throw.
+    const before = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
+    const [bad] = await db.knex('outbox')
+      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: 'long-x', aggregate_version: 1, event_type: `item.${'x'.repeat(295)}`, payload: {}, headers: { origin: 'monolith' } })
+      .returning('id');
+    const after = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
+    const relay = startRelay();
+    let failedBatches = 0;
+    relay.events.on('relay:batch:failed', () => failedBatches++);
+    const row = await waitFor('the long row refused', async () => {
+      const r = await db.knex('outbox').where({ id: bad.id }).first();
+      return r?.attempts > 0 ? r : null;
+    });
+    expect(row.last_error).toMatch(/routing key \(event type\) is 300 bytes, AMQP allows 255/);
+    expect(row.next_attempt_at).not.toBeNull();
+    await waitFor('the others published', async () => (await unpublished()) === 1);
+    const got = await drainQueue(broker, raw);
+    expect(got.map((m) => m.id).sort()).toEqual([...before, ...after].map((w) => w.id).sort());
+    expect(failedBatches).toBe(0);
+  });
+
+  it('refuses a row amqplib fails to encode, and goes on over a new connection', async () => {
+    // Nested headers too big for amqplib's encoder: its publish() throws after counting the
+    // message for a confirm, so the channel's confirms can no longer be matched to rows.
+    const before = [await writeEvent(db.knex, 'nested-1'), await writeEvent(db.knex, 'nested-2')];
+    const [bad] = await db.knex('outbox')
+      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: 'nested-x', aggregate_version: 1, event_type: 'item.created', payload: {}, headers: { origin: 'monolith', meta: { blob: 'x'.repeat(70_000) } } })
+      .returning('id');
+    const after = [await writeEvent(db.knex, 'nested-1'), await writeEvent(db.knex, 'nested-2')];
+    const relay = startRelay();
+    let connects = 0;
+    relay.events.on('relay:amqp:connected', () => connects++);
+    const row = await waitFor('the row refused', async () => {
+      const r = await db.knex('outbox').where({ id: bad.id }).first();
+      return r?.attempts > 0 ? r : null;
+    });
+    expect(row.last_error).toMatch(/cannot be sent over AMQP: .*out of range/i);
+    await waitFor('the others published', async () => (await unpublished()) === 1);
+    // Rows sent before the throw may go out twice (at least once), none is missing.
+    const got = await drainQueue(broker, raw);
+    expect([...new Set(got.map((m) => m.id))].sort()).toEqual([...before, ...after].map((w) => w.id).sort());
+    expect(connects).toBe(2);
+  });
+
+  it('gives up a connection whose confirms stopped coming and goes on over a new one', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    const openBefore = openAmqpConnections();
+    try {
+      const relay = startRelay({ amqpUrl: proxy.url, confirmTimeoutMs: 500 });
+      let connects = 0;
+      let failedBatches = 0;
+      relay.events.on('relay:amqp:connected', () => connects++);
+      relay.events.on('relay:batch:failed', () => failedBatches++);
+      await writeEvent(db.knex, 'flow-0');
+      await waitFor('published through the proxy', async () => (await unpublished()) === 0);
+      proxy.partition('existing'); // this TCP flow goes dark; a new connection would get through
+      // More than a batch: a relay that saw its publish fail at once would claim again at once.
+      await writeStream(db.knex, { count: 700, aggregates: 70, prefix: 'flow' });
+      await waitFor('everything published over a new connection', async () => (await unpublished()) === 0, 20_000);
+      expect(connects).toBe(2);
+      // The batches in flight when the flow went dark, not a loop of failures.
+      expect(failedBatches).toBeLessThanOrEqual(4);
+      await relay.stop();
+      // The dark connection's socket was dropped, not left waiting for the broker's answer.
+      await waitFor('no connection left open', () => openAmqpConnections() === openBefore, 5_000);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('deletes published rows past retention and keeps unpublished ones', async () => {
     const relay = startRelay({ retentionMs: 0, retentionIntervalMs: 100 });
     const deleted: number[] = [];
@@ -179,6 +252,22 @@ describe('relay', () => {
     expect(text).toMatch(/strangler_relay_batches_total [1-9]/);
     expect(text).toMatch(/strangler_relay_leader 1/);
     expect(text).toMatch(/strangler_relay_lag_seconds 0/);
+  });
+});
+
+describe('closeAmqp', () => {
+  it('drops the socket of a connection whose close already waits for a broker that stopped answering', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    try {
+      const openBefore = openAmqpConnections();
+      const conn = await connectAmqp(proxy.url, `${broker.prefix}-close`);
+      proxy.partition();
+      void conn.close().catch(() => {}); // its close-ok never comes; a second close() fails at once
+      await closeAmqp(conn, 500);
+      await waitFor('the socket dropped', () => openAmqpConnections() === openBefore, 3_000);
+    } finally {
+      await proxy.close();
+    }
   });
 });
 

@@ -26,6 +26,16 @@ describe('appendEvent', () => {
     await expect(db.knex.transaction((trx) => appendEvent(trx, { ...event, aggregateVersion: 0 }))).rejects.toThrow(/versions start at 1/);
   });
 
+  it('refuses, naming the limit, an event AMQP could not carry', async () => {
+    const event = { aggregateType: 'user', aggregateId: 'u3', aggregateVersion: 1, eventType: 'user.registered', payload: {}, origin: 'monolith' };
+    const append = (e: Partial<typeof event> & { headers?: Record<string, string> }) => db.knex.transaction((trx) => appendEvent(trx, { ...event, ...e }));
+    await expect(append({ eventType: `user.${'x'.repeat(260)}` })).rejects.toThrow(/routing key \(event type\) is 265 bytes, AMQP allows 255/);
+    await expect(append({ origin: 'ü'.repeat(130) })).rejects.toThrow(/app id \(origin\) is 260 bytes, AMQP allows 255/);
+    await expect(append({ headers: { ['h'.repeat(256)]: 'v' } })).rejects.toThrow(/header name "h{40}\.\.\." is 256 bytes, AMQP allows 255/);
+    await expect(append({ headers: { big: 'x'.repeat(70_000) } })).rejects.toThrow(/headers take up to \d+ bytes encoded, more than the 60000 allowed/);
+    expect(await db.knex('outbox').where({ aggregate_id: 'u3' }).count({ c: '*' })).toEqual([{ c: 0 }]);
+  });
+
   it('rejects a second event for the same aggregate version', async () => {
     const event = { aggregateType: 'order', aggregateId: 'o1', aggregateVersion: 1, eventType: 'order.placed', payload: {}, origin: 'monolith' };
     await db.knex.transaction((trx) => appendEvent(trx, event));

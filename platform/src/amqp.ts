@@ -32,12 +32,14 @@ export async function connectAmqp(url: string, name: string): Promise<ChannelMod
 }
 
 /**
- * Closes the connection with the broker's handshake, or, if the broker does not answer within
- * `ms` (a partition: the socket accepts writes and nothing comes back), drops the socket. Never
- * rejects; also fine on a connection that is already closed.
+ * Closes the connection with the broker's handshake, or, if that does not complete within `ms`
+ * (a partition: the socket accepts writes and nothing comes back), drops the socket. Also drops
+ * it when close() fails at once because a close is already under way: that one may be waiting
+ * for a broker that stopped answering. Never rejects; also fine on a connection already closed.
  */
 export async function closeAmqp(conn: ChannelModel, ms = 2_000): Promise<void> {
-  const answered = await settlesWithin(conn.close(), ms);
+  let closed = false;
+  await settlesWithin(conn.close().then(() => void (closed = true)), ms);
   // amqplib notices a socket error (not a bare 'close'): it then closes the connection object.
-  if (!answered) (conn.connection as unknown as { stream?: { destroy(err?: Error): void } }).stream?.destroy(new Error(`the broker did not answer the close within ${ms} ms`));
+  if (!closed) (conn.connection as unknown as { stream?: { destroy(err?: Error): void } }).stream?.destroy(new Error(`the connection did not close within ${ms} ms`));
 }

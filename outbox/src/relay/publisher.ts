@@ -1,5 +1,5 @@
 import { backoffDelay, closeAmqp, connectAmqp, settlesWithin, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
-import { toMessage, type OutboxRow } from '../envelope.ts';
+import { toMessage, unpublishable, type OutboxRow } from '../envelope.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 
 export interface PublisherOptions {
@@ -95,6 +95,13 @@ export class Publisher {
       for (const row of rows) {
         if (closed) break;
         const msg = toMessage(row);
+        // Refused before amqplib sees it: its publish() would throw, and it had already counted
+        // the message for a confirm (see the catch below).
+        const problem = unpublishable(msg);
+        if (problem) {
+          result.rejected.push({ row, reason: `cannot be sent over AMQP: ${problem}` });
+          continue;
+        }
         let ok = true;
         outcomes.push(
           new Promise<void>((resolve) => {
@@ -112,7 +119,16 @@ export class Publisher {
                 resolve();
               });
             } catch (err) {
+              // A message amqplib could not encode (unpublishable() knows the usual limits, not
+              // every shape a hand-written row's headers can take) is refused like a nack; other
+              // throws say the channel is gone.
+              if (!closed && (err instanceof TypeError || err instanceof RangeError)) result.rejected.push({ row, reason: `cannot be sent over AMQP: ${err.message}` });
+              // Either way, amqplib registers a message's confirm callback before writing it, so
+              // after a publish() that threw, every later confirm on this channel would be
+              // matched to the wrong row. Nothing on it can be trusted any more: start over on a
+              // new connection, where every row not yet confirmed is published again.
               closed ??= err as Error;
+              this.reset(ch, closed);
               resolve();
             }
           }),
@@ -134,7 +150,7 @@ export class Publisher {
           if (!this.blocked) waited += 250;
           if (waited >= this.opts.confirmTimeoutMs) {
             closed = new Error(`no publisher confirms within ${this.opts.confirmTimeoutMs} ms`);
-            this.reset(ch);
+            this.reset(ch, closed);
             return finish();
           }
           timer = setTimeout(tick, 250);
@@ -207,20 +223,29 @@ export class Publisher {
     }
   }
 
-  private onConnectionClosed(conn: ChannelModel) {
+  private onConnectionClosed(conn: ChannelModel, reason = new Error('broker connection closed')) {
     if (this.conn !== conn) return;
     this.conn = null;
     this.channel = null;
     this.blocked = false;
     this.wake.dispatchEvent(new Event('change'));
     if (!this.stopped) {
-      this.opts.onError(new Error('broker connection closed'));
+      this.opts.onError(reason);
       this.start();
     }
   }
 
-  private reset(ch: ConfirmChannel) {
-    if (this.channel === ch && this.conn) void this.conn.close().catch(() => {});
+  /**
+   * Gives up the connection of `ch` at once and reconnects. Closing it is not enough: until the
+   * broker answers the close (never, if it stopped answering), amqplib keeps the channel, which
+   * then throws on every publish, and no reconnect starts. Its pending confirms fail when the
+   * close completes or, at the latest, when closeAmqp drops the socket.
+   */
+  private reset(ch: ConfirmChannel, reason: Error) {
+    const conn = this.conn;
+    if (this.channel !== ch || !conn) return;
+    this.onConnectionClosed(conn, reason);
+    void closeAmqp(conn);
   }
 
   /** Resolves on `drain`, or once the channel closed (no `drain` comes then) or we stop. */
