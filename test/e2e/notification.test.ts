@@ -302,10 +302,13 @@ async function pending(): Promise<string[]> {
     const seen = Number((await to('inbox').where({ consumer }).whereIn('message_id', ids).count<{ n: number }[]>({ n: '*' }))[0]!.n);
     return ids.length - seen;
   };
-  const toService = await unapplied(monolithDb.knex, serviceDb.knex, SERVICE_QUEUE, ['user', 'notification']);
-  const toMonolith = await unapplied(serviceDb.knex, monolithDb.knex, SYNC_QUEUE, ['notification']);
+  // The dispatch tables first: a delivery deletes its dispatch row in the transaction that appends
+  // its event, so once the row is gone the outbox read below sees the event. The other order can
+  // miss a delivery that commits between the two reads.
   const dispatch = async (k: Knex) => Number((await k('notification_dispatch').count<{ n: number }[]>({ n: '*' }))[0]!.n);
   const [monolithDue, serviceDue] = [await dispatch(monolithDb.knex), await dispatch(serviceDb.knex)];
+  const toService = await unapplied(monolithDb.knex, serviceDb.knex, SERVICE_QUEUE, ['user', 'notification']);
+  const toMonolith = await unapplied(serviceDb.knex, monolithDb.knex, SYNC_QUEUE, ['notification']);
   if (toService) problems.push(`${toService} monolith event(s) not yet consumed by the service`);
   if (toMonolith) problems.push(`${toMonolith} service event(s) not yet consumed by the monolith's sync consumer`);
   if (monolithDue) problems.push(`${monolithDue} delivery(ies) left to the monolith's dispatcher`);
