@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
 import { appendEvent } from '@strangler/outbox';
@@ -26,7 +27,7 @@ async function runStatus(json: boolean): Promise<string> {
 }
 
 describe('strangler status', () => {
-  it('tells events held for want of a bound queue apart from relay lag', async () => {
+  it('tells events held for want of a bound queue, and refused ones, apart from relay lag', async () => {
     await monolith.knex.transaction(async (trx) => {
       for (const [type, id] of [['order.placed', 'o1'], ['order.placed', 'o2'], ['payment.captured', 'p1'], ['user.updated', 'u1']] as const) {
         await appendEvent(trx, { aggregateType: type.split('.')[0]!, aggregateId: id, aggregateVersion: 1, eventType: type, payload: {}, origin: 'monolith' });
@@ -34,14 +35,17 @@ describe('strangler status', () => {
     });
     // What the relay records for a row the broker returned; user.updated is merely not relayed yet.
     await monolith.knex('outbox').whereIn('event_type', ['order.placed', 'payment.captured']).update({ attempts: 1, last_error: 'unroutable: NO_ROUTE (no queue is bound)' });
+    // And for one it refused for another reason (a row written past appendEvent).
+    const { seq } = await monolith.knex('outbox').insert({ id: randomUUID(), aggregate_type: 'user', aggregate_id: 'u2', aggregate_version: 1, event_type: 'user.created', payload: {}, headers: {}, attempts: 1, last_error: 'cannot be sent over AMQP: the routing key (event type) is 300 bytes, AMQP allows 255' }).returning('seq').then((r) => r[0]!);
 
     const report = JSON.parse(await runStatus(true));
     const outbox = report.outboxes.find((o: { database: string }) => o.database === monolith.name);
-    expect(outbox).toMatchObject({ unpublished: 4, unroutable: { 'order.placed': 2, 'payment.captured': 1 } });
-    expect(report.outboxes.find((o: { database: string }) => o.database === service.name)).toMatchObject({ unpublished: 0, unroutable: {} });
+    expect(outbox).toMatchObject({ unpublished: 5, unroutable: { 'order.placed': 2, 'payment.captured': 1 }, refused: { count: 1, first: [{ seq: Number(seq), eventType: 'user.created', error: expect.stringMatching(/is 300 bytes/) }] } });
+    expect(report.outboxes.find((o: { database: string }) => o.database === service.name)).toMatchObject({ unpublished: 0, unroutable: {}, refused: { count: 0, first: [] } });
 
     const text = await runStatus(false);
-    expect(text).toMatch(/4 unpublished/);
+    expect(text).toMatch(/5 unpublished/);
     expect(text).toMatch(/of which 3 held because no queue is bound for order\.placed \(2\), payment\.captured \(1\)/);
+    expect(text).toMatch(new RegExp(`of which 1 refused .*\\n.*seq ${seq} user\\.created: cannot be sent over AMQP`));
   });
 });

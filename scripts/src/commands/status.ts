@@ -9,6 +9,8 @@ interface OutboxStatus {
   oldestUnpublishedSeconds: number | null;
   /** Unpublished because no queue is bound for their routing key yet, per event type. */
   unroutable: Record<string, number>;
+  /** Unpublished because the broker or AMQP refused them for another reason: how many, and the first few. */
+  refused: { count: number; first: Array<{ seq: number; eventType: string; error: string }> };
   error?: string;
 }
 interface QueueStatus {
@@ -40,9 +42,16 @@ async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; 
       `select event_type, count(*)::int as n from outbox where published_at is null and last_error like 'unroutable%' group by event_type order by event_type`,
     );
     const unroutable = Object.fromEntries((held.rows as Array<{ event_type: string; n: number }>).map((r) => [r.event_type, r.n]));
-    return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age), unroutable }, backfills };
+    // Nacked, or over AMQP's limits (relay/publisher.ts): these need a person, not a deployment.
+    const refusedRows = await knex.raw(
+      `select seq, event_type, last_error, count(*) over ()::int as total from outbox
+        where published_at is null and last_error is not null and last_error not like 'unroutable%' order by seq limit 5`,
+    );
+    const first = (refusedRows.rows as Array<{ seq: number; event_type: string; last_error: string; total: number }>).map((r) => ({ seq: Number(r.seq), eventType: r.event_type, error: r.last_error }));
+    const refused = { count: refusedRows.rows[0]?.total ?? 0, first };
+    return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age), unroutable, refused }, backfills };
   } catch (err) {
-    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, error: (err as Error).message }, backfills: [] };
+    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, refused: { count: 0, first: [] }, error: (err as Error).message }, backfills: [] };
   } finally {
     await knex.destroy();
   }
@@ -95,6 +104,10 @@ export const command: Command = {
           const n = held.reduce((sum, [, c]) => sum + c, 0);
           console.log(`  ${''.padEnd(20)} of which ${n} held because no queue is bound for ${held.map(([t, c]) => `${t} (${c})`).join(', ')}:`);
           console.log(`  ${''.padEnd(20)} expected until a consumer of these events is deployed; the relay retries them every minute`);
+        }
+        if (o.refused.count) {
+          console.log(`  ${''.padEnd(20)} of which ${o.refused.count} refused (retried every minute; fix or remove them, MIGRATION.md "Operate"), first:`);
+          for (const r of o.refused.first) console.log(`  ${''.padEnd(20)}   seq ${r.seq} ${r.eventType.length > 60 ? `${r.eventType.slice(0, 60)}...` : r.eventType}: ${r.error}`);
         }
       }
       console.log('Queues (messages waiting, consumers):');
