@@ -245,6 +245,22 @@ describe('consume', () => {
     }
   });
 
+  it('parks a message whose headers leave no room for its own, dropping them, and goes on', async () => {
+    const c = await start();
+    let lost = 0;
+    c.events.on('consumer:connection:lost', () => lost++);
+    // Just under what amqplib can encode (a 64 KiB table): the parked copy's headers would not fit.
+    ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'bulky', persistent: true, headers: { 'x-big': 'b'.repeat(65_400), 'x-small': 's' } });
+    publish('after-bulky', 1);
+    await waitFor('the next message applied', async () => (await replicaVersion('after-bulky')) === 1);
+    await waitFor('parked', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 1);
+    const got = await waitFor('the parked copy', async () => (await ch.get(consumerQueues(c.queue).dead, { noAck: true })) || null);
+    expect(got.properties.messageId).toBe('bulky');
+    expect(got.properties.headers).toMatchObject({ 'x-dropped-headers': 'x-big, x-small', 'x-attempts': 1, 'x-parked-error': expect.stringMatching(/not JSON/) });
+    expect(got.properties.headers).not.toHaveProperty('x-big');
+    expect(lost).toBe(0);
+  });
+
   it('parks a message that is not an event envelope at once', async () => {
     const c = await start();
     ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'garbage', persistent: true });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ConfirmChannel, ConsumeMessage, Options } from '@strangler/platform';
+import { HEADERS, headersProblem } from '../envelope.ts';
 
 /** Set on each copy so that a basic.return can be matched to the copy it refuses. */
 const COPY_HEADER = 'x-strangler-copy-id';
@@ -7,14 +8,29 @@ const COPY_HEADER = 'x-strangler-copy-id';
 /** Headers RabbitMQ adds on dead-lettering; dropped on copies so they do not grow with every retry. */
 const BROKER_HEADERS = new Set(['x-death', 'x-first-death-exchange', 'x-first-death-queue', 'x-first-death-reason', 'x-last-death-exchange', 'x-last-death-queue', 'x-last-death-reason']);
 
-/** The message's properties for a copy, with `headers` merged over its own (null deletes). */
+/** Set on a copy whose original headers did not leave room for ours: the names of those dropped. */
+export const DROPPED_HEADERS = 'x-dropped-headers';
+const ENVELOPE_HEADERS = new Set<string>(Object.values(HEADERS));
+
+/**
+ * The message's properties for a copy, with `headers` merged over its own (null deletes). When
+ * the original's headers leave no room for ours (another producer may send up to the broker's
+ * frame size; amqplib encodes at most 64 KiB), the copy keeps only the envelope's and ours and
+ * names the others in `x-dropped-headers`: a copy that cannot be encoded could never be retried
+ * or parked, and the message would come back for ever.
+ */
 export function copyOptions(msg: Pick<ConsumeMessage, 'properties'>, headers: Record<string, string | number | null>): Options.Publish {
   const p = msg.properties;
-  const merged: Record<string, unknown> = {};
+  let merged: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(p.headers ?? {})) if (!BROKER_HEADERS.has(k)) merged[k] = v;
   for (const [k, v] of Object.entries(headers)) {
     if (v === null) delete merged[k];
     else merged[k] = v;
+  }
+  if (headersProblem(merged)) {
+    const kept = Object.entries(merged).filter(([k]) => ENVELOPE_HEADERS.has(k) || k in headers);
+    const dropped = Object.keys(merged).filter((k) => !kept.some(([name]) => name === k));
+    merged = { ...Object.fromEntries(kept), [DROPPED_HEADERS]: dropped.join(', ').slice(0, 1_000) };
   }
   return {
     persistent: true,
