@@ -1,6 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
-import { randomUUID } from 'node:crypto';
 import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpConnections, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
 import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
