@@ -5,6 +5,7 @@ import type { Channel, ChannelModel } from '@strangler/platform';
 import { consume, consumerQueues, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
 import { toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
+import { main } from '../../scripts/src/cli.ts';
 import { appliedCount, createDomainTables, partitionableProxy, replicaHandler, waitFor } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
@@ -259,6 +260,17 @@ describe('consume', () => {
     expect(got.properties.headers).toMatchObject({ 'x-dropped-headers': 'x-big, x-small', 'x-attempts': 1, 'x-parked-error': expect.stringMatching(/not JSON/) });
     expect(got.properties.headers).not.toHaveProperty('x-big');
     expect(lost).toBe(0);
+  });
+
+  it('`strangler parked` for a consumer that has no queues says so and exits 1', async () => {
+    const err = vi.spyOn(console, 'error').mockImplementation(() => {});
+    try {
+      expect(await main(['parked', `${broker.prefix}.nosuch`])).toBe(1);
+      expect(await main(['parked', `${broker.prefix}.nosuch`, '--replay'])).toBe(1);
+      expect(err.mock.calls.flat().join('\n')).toMatch(new RegExp(`There is no queue "${broker.prefix}\\.nosuch\\.dead": give the name the consumer passes to consume\\(\\)`));
+    } finally {
+      err.mockRestore();
+    }
   });
 
   it('parks a message that is not an event envelope at once', async () => {

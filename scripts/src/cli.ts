@@ -52,7 +52,8 @@ export async function main(argv: string[]): Promise<number> {
     const { positionals, values } = parseArgs({ args: rest, options: command.options ?? {}, allowPositionals: true, strict: true });
     return await command.run({ positionals, values });
   } catch (err) {
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    const code = (err as { code?: unknown }).code; // amqplib's errors carry numeric codes
+    if (err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
       console.error(`${(err as Error).message}\n\nUsage: ${command.usage}`);
       return 2;
     }

@@ -79,6 +79,16 @@ async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: Confirm
   const { dead } = consumerQueues(queue);
   const conn = await connectAmqp(amqpUrl, `${queue}-parked`);
   try {
+    // A missing queue closes the channel that asked: ask on one of its own.
+    const probe = await conn.createChannel();
+    probe.on('error', () => {});
+    try {
+      await probe.checkQueue(dead);
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 404) throw new Error(`There is no queue "${dead}": give the name the consumer passes to consume() (e.g. notification); its queues exist once it has started.`);
+      throw err;
+    }
+    await probe.close();
     const ch = await conn.createConfirmChannel();
     ch.on('error', () => {});
     const result = await fn(ch, dead);
