@@ -9,14 +9,14 @@ const service = await createTestDatabase('notification');
 
 afterEach(() => vi.restoreAllMocks());
 
-async function runStatus(json: boolean): Promise<string> {
+async function runStatus(json: boolean, { overrides = {} as Record<string, string>, exitCode = 0 } = {}): Promise<string> {
   const out: string[] = [];
   vi.spyOn(console, 'log').mockImplementation((line: string) => void out.push(line));
-  const env = { MONOLITH_DB: process.env.MONOLITH_DB, NOTIFICATION_SVC_DB: process.env.NOTIFICATION_SVC_DB };
-  process.env.MONOLITH_DB = monolith.name;
-  process.env.NOTIFICATION_SVC_DB = service.name;
+  const set = { MONOLITH_DB: monolith.name, NOTIFICATION_SVC_DB: service.name, ...overrides };
+  const env = Object.fromEntries(Object.keys(set).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, set);
   try {
-    expect(await status.run({ positionals: [], values: { json } })).toBe(0);
+    expect(await status.run({ positionals: [], values: { json } })).toBe(exitCode);
   } finally {
     for (const [k, v] of Object.entries(env)) {
       if (v === undefined) delete process.env[k];
@@ -47,5 +47,12 @@ describe('strangler status', () => {
     expect(text).toMatch(/5 unpublished/);
     expect(text).toMatch(/of which 3 held because no queue is bound for order\.placed \(2\), payment\.captured \(1\)/);
     expect(text).toMatch(new RegExp(`of which 1 refused .*\\n.*seq ${seq} user\\.created: cannot be sent over AMQP`));
+  });
+
+  it('exits 1 when a database or the broker cannot be read, and says which', async () => {
+    const text = await runStatus(false, { overrides: { NOTIFICATION_SVC_DB: 'no_such_database_here' }, exitCode: 1 });
+    expect(text).toMatch(/no_such_database_here\s+unreachable: .*does not exist/);
+    const report = JSON.parse(await runStatus(true, { overrides: { AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, exitCode: 1 }));
+    expect(report.brokerError).toMatch(/ECONNREFUSED/);
   });
 });

@@ -15,8 +15,10 @@ interface OutboxStatus {
 }
 interface QueueStatus {
   queue: string;
+  /** null: not declared yet (or `error`). */
   messages: number | null;
   consumers: number | null;
+  error?: string;
 }
 interface BackfillStatus {
   database: string;
@@ -64,8 +66,9 @@ async function queueStatus(conn: ChannelModel, queue: string): Promise<QueueStat
   try {
     const q = await ch.checkQueue(queue);
     return { queue, messages: q.messageCount, consumers: q.consumerCount };
-  } catch {
-    return { queue, messages: null, consumers: null };
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 404) return { queue, messages: null, consumers: null };
+    return { queue, messages: null, consumers: null, error: (err as Error).message };
   } finally {
     await ch.close().catch(() => {});
   }
@@ -73,7 +76,7 @@ async function queueStatus(conn: ChannelModel, queue: string): Promise<QueueStat
 
 export const command: Command = {
   summary: 'sync status: outbox lag per database, consumer and parking queues, backfill progress',
-  usage: 'npm run strangler -- status [--json]',
+  usage: 'npm run strangler -- status [--json]   (exits 1 when a database or the broker could not be read)',
   options: { json: { type: 'boolean' } },
   async run({ values }) {
     const dbs = Object.values(databases());
@@ -112,13 +115,14 @@ export const command: Command = {
       }
       console.log('Queues (messages waiting, consumers):');
       if (brokerError) console.log(`  broker unreachable: ${brokerError}`);
-      for (const q of queues) console.log(`  ${q.queue.padEnd(28)} ${q.messages === null ? 'not declared yet' : `${q.messages} waiting, ${q.consumers} consumer(s)`}`);
+      for (const q of queues) console.log(`  ${q.queue.padEnd(28)} ${q.error ? `unreadable: ${q.error}` : q.messages === null ? 'not declared yet' : `${q.messages} waiting, ${q.consumers} consumer(s)`}`);
       console.log('Backfills:');
       if (!report.backfills.length) console.log('  none run yet');
       for (const b of report.backfills) console.log(`  ${`${b.database}/${b.spec}`.padEnd(34)} ${b.done ? 'complete' : 'in progress'}, ${b.copied} rows, ${b.updatedAt}`);
       const parked = queues.filter((q) => q.queue.endsWith('.dead') && (q.messages ?? 0) > 0);
       for (const p of parked) console.log(`\n${p.messages} parked message(s) in ${p.queue}: inspect with \`npm run strangler -- parked ${p.queue.replace(/\.dead$/, '')}\`.`);
     }
-    return 0;
+    // A report with holes is not a clean bill of health: scripts and probes must see it.
+    return report.outboxes.some((o) => o.error) || brokerError || queues.some((q) => q.error) ? 1 : 0;
   },
 };
