@@ -11,6 +11,7 @@ import {
   metricsHandler,
   onShutdown,
   pgEnv,
+  type RunningServer,
 } from '@strangler/platform';
 import { createRelay, type RelayOptions } from './relay/relay.ts';
 import { relayEnv, relayOptionsFromEnv, type RelayEnv } from './relay/config.ts';
@@ -48,7 +49,13 @@ failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
   RELAY_METRICS_PORT            /healthz, /readyz, /metrics (default 9464; 0 picks a free port)
   RELAY_METRICS_HOST            address they listen on (default 127.0.0.1)
   RELAY_INSTANCE                this relay's name in logs and metrics (default host and pid)`;
-const { values } = parseArgs({ options: { db: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+let values: { db?: string; help?: boolean };
+try {
+  ({ values } = parseArgs({ options: { db: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
+} catch (err) {
+  console.error(`${(err as Error).message}\n${usage}`);
+  process.exit(2);
+}
 if (values.help || !values.db) {
   console.error(values.help ? usage : `Missing --db.\n${usage}`);
   process.exit(values.help ? 0 : 2);
@@ -71,10 +78,21 @@ logRelayEvents(relay.events, logger);
 const registry = createRegistry({ service: 'relay', database });
 registerRelayMetrics(relay, registry);
 
+let server: RunningServer | undefined;
+onShutdown(logger, [() => relay.stop(), async () => server?.close(1_000)]);
+
 const app = express();
 app.use(healthRoutes(relay.readinessChecks()));
 app.get('/metrics', metricsHandler(registry));
-const server = await listen(app, env.RELAY_METRICS_PORT, env.RELAY_METRICS_HOST);
+try {
+  server = await listen(app, env.RELAY_METRICS_PORT, env.RELAY_METRICS_HOST);
+} catch (err) {
+  const inUse = (err as { code?: unknown }).code === 'EADDRINUSE';
+  console.error(
+    `RELAY_METRICS_PORT="${env.RELAY_METRICS_PORT}": cannot listen on ${env.RELAY_METRICS_HOST}:${env.RELAY_METRICS_PORT}: ` +
+      (inUse ? 'the port is in use (another relay on this host?). Give each relay its own port, or 0 for a free one.' : (err as Error).message),
+  );
+  process.exit(2);
+}
 logger.info({ url: server.url, instance: relay.instance }, 'relay metrics listening');
 await relay.start();
-onShutdown(logger, [() => relay.stop(), () => server.close(1_000)]);

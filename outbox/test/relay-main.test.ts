@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { repoRoot } from '@strangler/platform';
@@ -59,6 +60,18 @@ describe('npm run relay', () => {
       code: 2,
       stderr: expect.stringMatching(/RELAY_BUSY_RAMP_TO_PER_SEC="500": must be above RELAY_BUSY_RAMP_FROM_PER_SEC/),
     });
+    expect(await run(['--database', db.name])).toMatchObject({ code: 2, stderr: expect.stringMatching(/Unknown option '--database'[\s\S]*Usage: npm run relay/) });
+    // A second relay on one host with the default port: say so, without a stack trace.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const res = await run(['--db', db.name], { RELAY_METRICS_PORT: String(port), AMQP_URL: broker.url });
+      expect(res).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`RELAY_METRICS_PORT="${port}": cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use`)) });
+      expect(res.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      taken.close();
+    }
   });
 
   it('--help names every RELAY_ setting with its actual default', async () => {

@@ -287,6 +287,14 @@ describe('busy poll interval', () => {
     expect(relayOptionsFromEnv(loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, {}), 'x')).toMatchObject({ busyRampFromPerSec: 600, busyRampToPerSec: 1_000 });
   });
 
+  it('refuses intervals past the longest timer Node.js can set (which would fire at once, in a loop)', () => {
+    const connection = { host: '127.0.0.1', port: 5432, user: 'postgres', password: '', database: 'x' };
+    expect(() => createRelay({ connection, amqpUrl: 'amqp://127.0.0.1', retentionIntervalMs: 2_592_000_000 })).toThrow(/retentionIntervalMs \(2592000000\) must be above 0 and at most 2147483647 ms/);
+    expect(() => createRelay({ connection, amqpUrl: 'amqp://127.0.0.1', leaseRetryMs: 0 })).toThrow(/leaseRetryMs \(0\) must be above 0/);
+    expect(() => loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, { RELAY_RETENTION_INTERVAL_MS: '2592000000' })).toThrow(/RELAY_RETENTION_INTERVAL_MS="2592000000": at most 2147483647 ms \(24\.8 days\), the longest timer Node\.js can set/);
+    expect(() => loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, { RELAY_RETENTION_HOURS: '100000000' })).toThrow(/RELAY_RETENTION_HOURS="100000000": at most 87600 hours/);
+  });
+
   it('follows a rate that rises over about a second, and one that falls at once', () => {
     let r = 0;
     for (let i = 0; i < 12; i++) r = smoothRate(r, 500, 250);

@@ -33,6 +33,9 @@ export function loadConfig<S extends z.ZodRawShape>(shape: S, env: Env = process
   return Object.freeze(result.data) as Readonly<z.infer<z.ZodObject<S>>>;
 }
 
+/** The longest delay Node.js timers take: a longer one fires after 1 ms, so a poll or a retry given it would spin. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const port = (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback);
 
 /** Connection settings shared by every process that talks to Postgres. */

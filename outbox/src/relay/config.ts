@@ -1,8 +1,9 @@
 import { z } from 'zod';
-import { EVENTS_EXCHANGE, pgConnection, port, type PgEnv } from '@strangler/platform';
+import { EVENTS_EXCHANGE, MAX_TIMER_MS, pgConnection, port, type PgEnv } from '@strangler/platform';
 import type { RelayOptions } from './relay.ts';
 
-const ms = (fallback: number, min = 1) => z.coerce.number().int().min(min).default(fallback);
+const ms = (fallback: number, min = 1) =>
+  z.coerce.number().int().min(min).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node.js can set`).default(fallback);
 
 /** Environment of `npm run relay` (validated once by loadConfig, with pgEnv and amqpEnv). */
 export const relayEnv = {
@@ -16,7 +17,7 @@ export const relayEnv = {
   RELAY_NOTIFY: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('on'),
   RELAY_CONFIRM_TIMEOUT_MS: ms(10_000, 100),
   RELAY_LEASE_RETRY_MS: ms(1_000, 10),
-  RELAY_RETENTION_HOURS: z.coerce.number().min(0).default(24),
+  RELAY_RETENTION_HOURS: z.coerce.number().min(0).max(87_600, 'at most 87600 hours (10 years)').default(24),
   RELAY_RETENTION_INTERVAL_MS: ms(60_000, 100),
   /** 9464 is the usual Prometheus exporter port; give each relay (one per database) its own. 0 picks a free one. */
   RELAY_METRICS_PORT: port(9464),

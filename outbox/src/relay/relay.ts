@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { createDb, EVENTS_EXCHANGE, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
+import { createDb, EVENTS_EXCHANGE, MAX_TIMER_MS, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
 import { claimBatch, LAG_SQL, markPublished, markRejected } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
@@ -157,6 +157,9 @@ export function createRelay(options: RelayOptions): Relay {
     instance: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     ...stripUndefined(options),
   };
+  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
+    if (!(opts[name] > 0 && opts[name] <= MAX_TIMER_MS)) throw new Error(`createRelay: ${name} (${opts[name]}) must be above 0 and at most ${MAX_TIMER_MS} ms.`);
+  }
   if (!(opts.busyRampFromPerSec >= 0 && opts.busyRampToPerSec > opts.busyRampFromPerSec)) {
     throw new Error(`createRelay: busyRampToPerSec (${opts.busyRampToPerSec}) must be above busyRampFromPerSec (${opts.busyRampFromPerSec}), both events/s.`);
   }
