@@ -141,6 +141,8 @@ describe('relay', () => {
       .returning('id');
     const after = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const relay = startRelay();
+    const registry = createRegistry({}, { defaults: false });
+    registerRelayMetrics(relay, registry);
     let failedBatches = 0;
     relay.events.on('relay:batch:failed', () => failedBatches++);
     const row = await waitFor('the long row refused', async () => {
@@ -149,6 +151,7 @@ describe('relay', () => {
     });
     expect(row.last_error).toMatch(/routing key \(event type\) is 300 bytes, AMQP allows 255/);
     expect(row.next_attempt_at).not.toBeNull();
+    expect(await registry.metrics()).toMatch(/strangler_relay_rejected_total\{reason="unencodable"\} 1/);
     await waitFor('the others published', async () => (await unpublished()) === 1);
     const got = await drainQueue(broker, raw);
     expect(got.map((m) => m.id).sort()).toEqual([...before, ...after].map((w) => w.id).sort());

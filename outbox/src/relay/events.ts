@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { RejectionKind } from './publisher.ts';
 
 /**
  * The relay's lifecycle events. Metrics and logs hang off these (relay/metrics.ts, relay-main.ts)
@@ -23,7 +24,7 @@ export interface RelayEventMap {
   'relay:batch:published': [{ count: number; failed: number; durationMs: number }];
   'relay:batch:failed': [{ count: number; error: unknown }];
   /** A row the broker could not take (unroutable or nacked); it is retried after a backoff. */
-  'relay:publish:rejected': [{ id: string; eventType: string; reason: string }];
+  'relay:publish:rejected': [{ id: string; eventType: string; kind: RejectionKind; reason: string }];
   'relay:retention:deleted': [{ count: number }];
   'relay:retention:error': [{ error: unknown }];
 }

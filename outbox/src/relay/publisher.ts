@@ -15,11 +15,13 @@ export interface PublisherOptions {
   onUnblocked(): void;
 }
 
+export type RejectionKind = 'unroutable' | 'nacked' | 'unencodable';
+
 export interface PublishResult {
   /** Acked by the broker and routed to at least one queue. */
   confirmed: OutboxRow[];
-  /** Refused by the broker: unroutable (returned) or nacked. Retried later with a backoff. */
-  rejected: Array<{ row: OutboxRow; reason: string }>;
+  /** Refused: unroutable (returned), nacked, or not encodable as AMQP. Retried later with a backoff. */
+  rejected: Array<{ row: OutboxRow; kind: RejectionKind; reason: string }>;
   /** Set when the channel or connection failed: rows in neither list stay unpublished. */
   transportError?: unknown;
 }
@@ -99,7 +101,7 @@ export class Publisher {
         // the message for a confirm (see the catch below).
         const problem = unpublishable(msg);
         if (problem) {
-          result.rejected.push({ row, reason: `cannot be sent over AMQP: ${problem}` });
+          result.rejected.push({ row, kind: 'unencodable', reason: `cannot be sent over AMQP: ${problem}` });
           continue;
         }
         let ok = true;
@@ -113,8 +115,8 @@ export class Publisher {
                 if (err && !closed && (err as Error).message !== 'message nacked') closed = err as Error;
                 if (closed) {
                   // the channel died: whatever this callback says, the row is retried
-                } else if (err) result.rejected.push({ row, reason: 'nacked by the broker' });
-                else if (returned !== undefined) result.rejected.push({ row, reason: `unroutable: ${returned} (no queue is bound to routing key "${row.event_type}")` });
+                } else if (err) result.rejected.push({ row, kind: 'nacked', reason: 'nacked by the broker' });
+                else if (returned !== undefined) result.rejected.push({ row, kind: 'unroutable', reason: `unroutable: ${returned} (no queue is bound to routing key "${row.event_type}")` });
                 else result.confirmed.push(row);
                 resolve();
               });
@@ -122,7 +124,7 @@ export class Publisher {
               // A message amqplib could not encode (unpublishable() knows the usual limits, not
               // every shape a hand-written row's headers can take) is refused like a nack; other
               // throws say the channel is gone.
-              if (!closed && (err instanceof TypeError || err instanceof RangeError)) result.rejected.push({ row, reason: `cannot be sent over AMQP: ${err.message}` });
+              if (!closed && (err instanceof TypeError || err instanceof RangeError)) result.rejected.push({ row, kind: 'unencodable', reason: `cannot be sent over AMQP: ${err.message}` });
               // Either way, amqplib registers a message's confirm callback before writing it, so
               // after a publish() that threw, every later confirm on this channel would be
               // matched to the wrong row. Nothing on it can be trusted any more: start over on a

@@ -237,7 +237,7 @@ export function createRelay(options: RelayOptions): Relay {
       if (sleeping && markAlone()) await markPublished(session, result.confirmed.map((r) => r.seq));
       else for (const r of result.confirmed) confirmed.push(r.seq);
       await markRejected(session, result.rejected.map((r) => ({ seq: r.row.seq, reason: r.reason })));
-      for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, reason: r.reason });
+      for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, kind: r.kind, reason: r.reason });
       if (result.transportError) emit('relay:batch:failed', { count: rows.length - result.confirmed.length - result.rejected.length, error: result.transportError });
       if (result.confirmed.length || result.rejected.length) {
         emit('relay:batch:published', { count: result.confirmed.length, failed: result.rejected.length, durationMs: performance.now() - started });
