@@ -147,14 +147,22 @@ export function headersProblem(headers: Record<string, unknown>): string | null 
   return size > HEADER_TABLE_BYTES ? `the headers take up to ${size} bytes encoded, more than the ${HEADER_TABLE_BYTES} allowed` : null;
 }
 
+/** Why AMQP cannot carry `value` as the short string `name` (routing key, a property), or null. */
+export function shortStringProblem(name: string, value: unknown): string | null {
+  const bytes = typeof value === 'string' ? Buffer.byteLength(value) : 0;
+  return bytes > SHORT_STRING_BYTES ? `the ${name} is ${bytes} bytes, AMQP allows ${SHORT_STRING_BYTES}` : null;
+}
+
 /** Why AMQP cannot carry this message (see HEADER_TABLE_BYTES), or null. */
 export function unpublishable(msg: OutgoingMessage): string | null {
   const { messageId, type, appId, headers } = msg.options;
-  const shortStrings: Array<[string, unknown]> = [['routing key (event type)', msg.routingKey], ['message id', messageId], ['type', type], ['app id (origin)', appId]];
-  for (const [name, value] of shortStrings) {
-    if (typeof value === 'string' && Buffer.byteLength(value) > SHORT_STRING_BYTES) return `the ${name} is ${Buffer.byteLength(value)} bytes, AMQP allows ${SHORT_STRING_BYTES}`;
-  }
-  return headersProblem(headers ?? {});
+  return (
+    shortStringProblem('routing key (event type)', msg.routingKey) ??
+    shortStringProblem('message id', messageId) ??
+    shortStringProblem('type', type) ??
+    shortStringProblem('app id (origin)', appId) ??
+    headersProblem(headers ?? {})
+  );
 }
 
 export class MalformedMessageError extends Error {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { currentContext } from '@strangler/platform';
-import { HEADERS, headersProblem, unpublishable } from './envelope.ts';
+import { HEADERS, headersProblem, shortStringProblem } from './envelope.ts';
 
 /** Version of the envelope and payload conventions; consumers may branch on it. */
 export const EVENT_SCHEMA_VERSION = 1;
@@ -52,7 +52,8 @@ export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promi
   // Refused here, in the business transaction, rather than by the relay, which could only leave
   // the row unpublished with its error.
   const problem =
-    unpublishable({ routingKey: event.eventType, content: Buffer.alloc(0), options: { appId: event.origin } }) ??
+    shortStringProblem('routing key (event type)', event.eventType) ??
+    shortStringProblem('app id (origin)', event.origin) ??
     headersProblem({ ...headers, [HEADERS.aggregateType]: event.aggregateType, [HEADERS.aggregateId]: event.aggregateId, [HEADERS.aggregateVersion]: event.aggregateVersion });
   if (problem) throw new Error(`Event ${event.eventType} of ${event.aggregateType} ${event.aggregateId} cannot be published: ${problem}.`);
   const id = randomUUID();

@@ -26,17 +26,22 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
 }
 
 /**
- * A TCP proxy to the broker that can go silent: after `partition()` it drops whatever either side
- * sends, as a network partition would (writes succeed, nothing arrives). `url` is `brokerUrl`
- * with the proxy's port.
+ * A TCP proxy to `host:port` that can fail the ways networks do. `partition()` makes it drop
+ * whatever either side sends, as a network partition would (writes succeed, nothing arrives):
+ * every connection, or only those open now ('existing': one blackholed TCP flow, new ones work).
+ * `goDown()` closes every connection and drops new ones as soon as they are accepted (the server
+ * is down). `accepted` counts the connections it accepted.
  */
-export async function partitionableProxy(brokerUrl: string): Promise<{ url: string; partition(which?: 'all' | 'existing'): void; close(): Promise<void> }> {
-  const target = new URL(brokerUrl);
+export async function tcpProxy(host: string, port: number) {
   let silent = false;
+  let down = false;
+  let accepted = 0;
   const silenced = new Set<net.Socket>();
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5672), target.hostname);
+    accepted++;
+    if (down) return void client.destroy();
+    const upstream = net.connect(port, host);
     for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(from);
       from.on('data', (chunk) => {
@@ -51,21 +56,34 @@ export async function partitionableProxy(brokerUrl: string): Promise<{ url: stri
     }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = new URL(brokerUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String((server.address() as net.AddressInfo).port);
   return {
-    url: url.toString(),
-    // 'existing': the connections open now go silent, new ones work (one blackholed TCP flow).
-    partition: (which = 'all') => {
+    port: (server.address() as net.AddressInfo).port,
+    get accepted() {
+      return accepted;
+    },
+    partition: (which: 'all' | 'existing' = 'all') => {
       if (which === 'all') silent = true;
       else for (const s of sockets) silenced.add(s);
+    },
+    goDown: () => {
+      down = true;
+      for (const s of sockets) s.destroy();
     },
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/** tcpProxy in front of the broker; `url` is `brokerUrl` with the proxy's address. */
+export async function partitionableProxy(brokerUrl: string) {
+  const target = new URL(brokerUrl);
+  const proxy = await tcpProxy(target.hostname, Number(target.port || 5672));
+  const url = new URL(brokerUrl);
+  url.hostname = '127.0.0.1';
+  url.port = String(proxy.port);
+  return { ...proxy, url: url.toString() };
 }
 
 /**

@@ -1,49 +1,14 @@
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
 import { OutboxListener } from '../src/relay/listener.ts';
 import { OUTBOX_CHANNEL } from '../src/schema.ts';
-import { waitFor } from './helpers.ts';
+import { tcpProxy, waitFor } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 
-/** A TCP proxy to Postgres that can go down: it then accepts connections and drops them at once. */
-async function droppableProxy() {
-  let down = false;
-  let accepted = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    accepted++;
-    if (down) return void client.destroy();
-    const upstream = net.connect(db.connection.port, db.connection.host);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => {
-        sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    get accepted() {
-      return accepted;
-    },
-    goDown() {
-      down = true;
-      for (const s of sockets) s.destroy();
-    },
-    close: () => new Promise((resolve) => server.close(resolve)),
-  };
-}
-
 describe('OutboxListener', () => {
   it('stops reconnecting once stopped, even while Postgres is unreachable', async () => {
-    const proxy = await droppableProxy();
+    const proxy = await tcpProxy(db.connection.host, db.connection.port);
     try {
       let listening = 0;
       let reconnects = 0;

@@ -1,5 +1,5 @@
 import amqp, { type ChannelModel } from 'amqplib';
-import { settlesWithin } from './http.ts';
+import { settlesWithin } from './retry.ts';
 
 export type { ChannelModel };
 export type { Channel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';

@@ -1,7 +1,7 @@
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import type { PgConnection } from './config.ts';
-import { settlesWithin } from './http.ts';
+import { settlesWithin } from './retry.ts';
 
 // bigint (int8) columns such as outbox `seq` and counts come back as JS numbers: every value
 // this system stores in int8 stays far below 2^53.

@@ -31,8 +31,7 @@ export interface ParkedOptions {
  * `total` is the queue's length; at most `limit` messages are listed.
  */
 export async function listParked({ amqpUrl, queue, limit = 100 }: ParkedOptions): Promise<{ total: number; messages: ParkedMessage[] }> {
-  return withDeadQueue(amqpUrl, queue, async (ch, dead) => {
-    const { messageCount } = await ch.checkQueue(dead);
+  return withDeadQueue(amqpUrl, queue, async (ch, dead, messageCount) => {
     const messages: ParkedMessage[] = [];
     for (let i = 0; i < Math.min(limit, messageCount); i++) {
       const msg = await ch.get(dead, { noAck: false });
@@ -52,8 +51,7 @@ export async function listParked({ amqpUrl, queue, limit = 100 }: ParkedOptions)
  */
 export async function replayParked({ amqpUrl, queue, limit = 1_000, id }: ParkedOptions & { id?: string }): Promise<{ replayed: ParkedMessage[]; remaining: number }> {
   const { events } = consumerQueues(queue);
-  return withDeadQueue(amqpUrl, queue, async (ch, dead) => {
-    const { messageCount } = await ch.checkQueue(dead);
+  return withDeadQueue(amqpUrl, queue, async (ch, dead, messageCount) => {
     const replayed: ParkedMessage[] = [];
     for (let i = 0; i < messageCount && replayed.length < limit; i++) {
       const msg = await ch.get(dead, { noAck: false });
@@ -75,15 +73,17 @@ export async function replayParked({ amqpUrl, queue, limit = 1_000, id }: Parked
   });
 }
 
-async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: ConfirmChannel, dead: string) => Promise<T>): Promise<T> {
+/** Runs `fn` on a confirm channel with the parking queue's name and length; a missing queue is an error that says what to give. */
+async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: ConfirmChannel, dead: string, messageCount: number) => Promise<T>): Promise<T> {
   const { dead } = consumerQueues(queue);
   const conn = await connectAmqp(amqpUrl, `${queue}-parked`);
   try {
     // A missing queue closes the channel that asked: ask on one of its own.
     const probe = await conn.createChannel();
     probe.on('error', () => {});
+    let messageCount: number;
     try {
-      await probe.checkQueue(dead);
+      ({ messageCount } = await probe.checkQueue(dead));
     } catch (err) {
       if ((err as { code?: unknown }).code === 404) throw new Error(`There is no queue "${dead}": give the name the consumer passes to consume() (e.g. notification); its queues exist once it has started.`);
       throw err;
@@ -91,7 +91,7 @@ async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: Confirm
     await probe.close();
     const ch = await conn.createConfirmChannel();
     ch.on('error', () => {});
-    const result = await fn(ch, dead);
+    const result = await fn(ch, dead, messageCount);
     // The channel's close handshake makes the broker process our acks first (closing only the
     // connection can drop them) and requeues every message fetched and not acked.
     await ch.close();

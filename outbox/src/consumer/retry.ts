@@ -28,9 +28,9 @@ export function copyOptions(msg: Pick<ConsumeMessage, 'properties'>, headers: Re
     else merged[k] = v;
   }
   if (headersProblem(merged)) {
-    const kept = Object.entries(merged).filter(([k]) => ENVELOPE_HEADERS.has(k) || k in headers);
-    const dropped = Object.keys(merged).filter((k) => !kept.some(([name]) => name === k));
-    merged = { ...Object.fromEntries(kept), [DROPPED_HEADERS]: dropped.join(', ').slice(0, 1_000) };
+    const keep = (k: string) => ENVELOPE_HEADERS.has(k) || k in headers;
+    const dropped = Object.keys(merged).filter((k) => !keep(k));
+    merged = { ...Object.fromEntries(Object.entries(merged).filter(([k]) => keep(k))), [DROPPED_HEADERS]: dropped.join(', ').slice(0, 1_000) };
   }
   return {
     persistent: true,
