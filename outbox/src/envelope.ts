@@ -134,17 +134,39 @@ const SHORT_STRING_BYTES = 255;
 const HEADER_TABLE_BYTES = 60_000;
 
 /**
- * Why AMQP cannot carry a header table, or null. The size is an upper bound of its encoding (a
- * string value costs its bytes plus 4, a number at most 8).
+ * Why AMQP cannot carry a header table, or null: a name (at any depth) over 255 bytes, or an
+ * encoding over HEADER_TABLE_BYTES. The size is an upper bound of amqplib's encoding, nested
+ * tables and arrays included (another producer's headers may nest, and so may an outbox row's
+ * JSON). Values amqplib refuses whatever their size (its `{'!': type}` escape with an unknown
+ * type) are not foreseen here: the publisher handles the throw.
  */
 export function headersProblem(headers: Record<string, unknown>): string | null {
-  let size = 0;
-  for (const [name, value] of Object.entries(headers)) {
-    const nameBytes = Buffer.byteLength(name);
-    if (nameBytes > SHORT_STRING_BYTES) return `header name "${name.slice(0, 40)}..." is ${nameBytes} bytes, AMQP allows ${SHORT_STRING_BYTES}`;
-    size += 2 + nameBytes + (typeof value === 'string' ? 4 + Buffer.byteLength(value) : 8);
-  }
+  const longNames: string[] = [];
+  const size = tableBytes(headers, longNames);
+  if (longNames.length) return `header name "${longNames[0]!.slice(0, 40)}..." is ${Buffer.byteLength(longNames[0]!)} bytes, AMQP allows ${SHORT_STRING_BYTES}`;
   return size > HEADER_TABLE_BYTES ? `the headers take up to ${size} bytes encoded, more than the ${HEADER_TABLE_BYTES} allowed` : null;
+}
+
+/** Upper bound of the encoded size of a field table; names over 255 bytes are added to `longNames`. */
+function tableBytes(table: object, longNames: string[]): number {
+  let size = 4;
+  for (const [name, value] of Object.entries(table)) {
+    if (value === undefined) continue; // amqplib leaves these out
+    const nameBytes = Buffer.byteLength(name);
+    if (nameBytes > SHORT_STRING_BYTES) longNames.push(name);
+    size += 1 + nameBytes + fieldBytes(value, longNames);
+  }
+  return size;
+}
+
+/** Upper bound of the encoded size of one field value, its type tag included. */
+function fieldBytes(value: unknown, longNames: string[]): number {
+  if (value && typeof value === 'object' && Object.hasOwn(value, '!')) return fieldBytes((value as { value?: unknown }).value, longNames);
+  if (typeof value === 'string') return 5 + Buffer.byteLength(value);
+  if (Buffer.isBuffer(value)) return 5 + value.length;
+  if (Array.isArray(value)) return value.reduce<number>((n, v) => n + fieldBytes(v, longNames), 5);
+  if (value && typeof value === 'object') return 1 + tableBytes(value, longNames);
+  return 9; // numbers, booleans, null, timestamps: a tag and at most 8 bytes
 }
 
 /** Why AMQP cannot carry `value` as the short string `name` (routing key, a property), or null. */

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import type { Channel, ChannelModel } from '@strangler/platform';
 import { consume, consumerQueues, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
-import { toMessage } from '../src/envelope.ts';
+import { HEADERS, toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
 import { main } from '../../scripts/src/cli.ts';
 import { appliedCount, createDomainTables, partitionableProxy, replicaHandler, waitFor } from './helpers.ts';
@@ -246,19 +246,23 @@ describe('consume', () => {
     }
   });
 
-  it('parks a message whose headers leave no room for its own, dropping them, and goes on', async () => {
+  // Just under what amqplib can encode (a 64 KiB table): the parked copy's headers would not fit.
+  it.each([
+    { what: 'foreign headers', headers: { 'x-big': 'b'.repeat(65_400), 'x-small': 's' }, dropped: 'x-big, x-small' },
+    { what: 'nested foreign headers', headers: { 'x-nested': { blob: 'b'.repeat(65_300) }, 'x-small': 's' }, dropped: 'x-nested, x-small' },
+    { what: 'envelope headers', headers: { [HEADERS.origin]: 'o'.repeat(65_400), 'x-small': 's' }, dropped: `${HEADERS.origin}, x-small` },
+  ])('parks a message when its $what leave no room for ours, dropping them, and goes on', async ({ headers, dropped }) => {
     const c = await start();
     let lost = 0;
     c.events.on('consumer:connection:lost', () => lost++);
-    // Just under what amqplib can encode (a 64 KiB table): the parked copy's headers would not fit.
-    ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'bulky', persistent: true, headers: { 'x-big': 'b'.repeat(65_400), 'x-small': 's' } });
+    ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'bulky', persistent: true, headers });
     publish('after-bulky', 1);
     await waitFor('the next message applied', async () => (await replicaVersion('after-bulky')) === 1);
     await waitFor('parked', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 1);
     const got = await waitFor('the parked copy', async () => (await ch.get(consumerQueues(c.queue).dead, { noAck: true })) || null);
     expect(got.properties.messageId).toBe('bulky');
-    expect(got.properties.headers).toMatchObject({ 'x-dropped-headers': 'x-big, x-small', 'x-attempts': 1, 'x-parked-error': expect.stringMatching(/not JSON/) });
-    expect(got.properties.headers).not.toHaveProperty('x-big');
+    expect(got.properties.headers).toMatchObject({ 'x-dropped-headers': dropped, 'x-attempts': 1, 'x-parked-error': expect.stringMatching(/not JSON/) });
+    for (const name of Object.keys(headers)) expect(got.properties.headers).not.toHaveProperty(name);
     expect(lost).toBe(0);
   });
 

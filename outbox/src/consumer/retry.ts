@@ -15,9 +15,10 @@ const ENVELOPE_HEADERS = new Set<string>(Object.values(HEADERS));
 /**
  * The message's properties for a copy, with `headers` merged over its own (null deletes). When
  * the original's headers leave no room for ours (another producer may send up to the broker's
- * frame size; amqplib encodes at most 64 KiB), the copy keeps only the envelope's and ours and
- * names the others in `x-dropped-headers`: a copy that cannot be encoded could never be retried
- * or parked, and the message would come back for ever.
+ * frame size; amqplib encodes at most 64 KiB), the copy keeps only the envelope's and ours (only
+ * ours if even the envelope's are too big) and names the others in `x-dropped-headers`: a copy
+ * that cannot be encoded could never be retried or parked, and the message would come back for
+ * ever.
  */
 export function copyOptions(msg: Pick<ConsumeMessage, 'properties'>, headers: Record<string, string | number | null>): Options.Publish {
   const p = msg.properties;
@@ -28,9 +29,16 @@ export function copyOptions(msg: Pick<ConsumeMessage, 'properties'>, headers: Re
     else merged[k] = v;
   }
   if (headersProblem(merged)) {
-    const keep = (k: string) => ENVELOPE_HEADERS.has(k) || k in headers;
-    const dropped = Object.keys(merged).filter((k) => !keep(k));
-    merged = { ...Object.fromEntries(Object.entries(merged).filter(([k]) => keep(k))), [DROPPED_HEADERS]: dropped.join(', ').slice(0, 1_000) };
+    // First the others go; if the envelope's own headers are still too big (only a foreign
+    // producer can send such), they go too. The event itself travels in the body, so the copy
+    // is still retried or parked like any other; what it lost is named in x-dropped-headers.
+    const all = merged;
+    const keeping = (keep: (k: string) => boolean) => {
+      const dropped = Object.keys(all).filter((k) => !keep(k));
+      return { ...Object.fromEntries(Object.entries(all).filter(([k]) => keep(k))), [DROPPED_HEADERS]: dropped.join(', ').slice(0, 1_000) };
+    };
+    merged = keeping((k) => ENVELOPE_HEADERS.has(k) || k in headers);
+    if (headersProblem(merged)) merged = keeping((k) => k in headers);
   }
   return {
     persistent: true,
