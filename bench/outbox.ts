@@ -13,13 +13,18 @@
  *   phase, then a pipeline phase, then the backlog drains), and each figure is the median over
  *   the rounds, the ratio the median of each round's own ratio: on a shared machine whose speed
  *   drifts over a minute, a ceiling measured once at the start says little about the end;
- * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s (after 1 s at that rate,
- *   not recorded, for the pipeline to settle after the throughput rounds).
+ * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s (latencyRatePerSec; after
+ *   1 s at that rate, not recorded, for the pipeline to settle after the throughput rounds).
  *
  * The relay runs as `npm run relay` would (a child process), the consumer in another child
  * process, the producers here: three processes sharing the machine's cores with Postgres and
  * RabbitMQ. Everything it creates (three databases, an exchange, queues) is removed at the end.
  * Bounded: about a minute and a half.
+ *
+ * Settings (environment): BENCH_CLIENTS (16), BENCH_ROUNDS (5), BENCH_CEILING_SECONDS (3),
+ * BENCH_THROUGHPUT_SECONDS (8), BENCH_LATENCY_SECONDS (10), BENCH_LATENCY_RATE (500 events/s:
+ * the target's rate; others show how latency depends on load), BENCH_DEBUG=1 (where the time
+ * goes, on stderr), BENCH_PROFILE_DIR (CPU profiles of the relay and the consumer).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -48,11 +53,12 @@ const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 3);
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_THROUGHPUT_SECONDS ?? 8);
 const THROUGHPUT_WARMUP_SECONDS = 3;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
-const LATENCY_RATE = 500;
+const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 500);
 const LATENCY_SETTLE_SECONDS = 1;
 
 if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) throw new Error(`BENCH_ROUNDS="${process.env.BENCH_ROUNDS}": give a whole number of rounds, 1 or more.`);
 if (!(THROUGHPUT_SECONDS >= THROUGHPUT_WARMUP_SECONDS + 1)) throw new Error(`BENCH_THROUGHPUT_SECONDS="${process.env.BENCH_THROUGHPUT_SECONDS}": give at least ${THROUGHPUT_WARMUP_SECONDS + 1} (the first ${THROUGHPUT_WARMUP_SECONDS} s of each round are warm-up).`);
+if (!(Number.isInteger(LATENCY_RATE) && LATENCY_RATE >= 1 && LATENCY_RATE <= 5_000)) throw new Error(`BENCH_LATENCY_RATE="${process.env.BENCH_LATENCY_RATE}": give a whole number of events per second from 1 to 5000.`);
 if (!(CEILING_SECONDS > 0)) throw new Error(`BENCH_CEILING_SECONDS="${process.env.BENCH_CEILING_SECONDS}": give a number of seconds above 0.`);
 const env = loadConfig({ ...pgEnv, ...amqpEnv });
 const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
@@ -423,6 +429,7 @@ async function main() {
       producedPerSec: Math.round(median(rounds.map((r) => r.produced))),
       drainedAfterMs: Math.max(...rounds.map((r) => r.drainedAfterMs)),
       clients: CLIENTS,
+      latencyRatePerSec: LATENCY_RATE,
       latencySamples: latencies.length,
       maxMs: round(latencies.at(-1)!),
     };
