@@ -87,6 +87,9 @@ export function toMessage(row: OutboxRow): OutgoingMessage {
   for (const [k, v] of Object.entries(h)) if (!KNOWN_ROW_HEADERS.has(k)) extra[k] = v;
   const origin = h.origin ?? 'unknown';
   const schemaVersion = Number(h.schemaVersion ?? 1);
+  // A hand-written row may hold what no message can carry: 'infinity' (pg returns a number) or a
+  // year past what a JavaScript Date holds.
+  if (!(row.created_at instanceof Date) || Number.isNaN(row.created_at.getTime())) throw new Error(`created_at (${String(row.created_at)}) is not a time a message can carry`);
   const occurredAt = row.created_at.toISOString();
   // The payload is spliced in as the JSON text Postgres returned: no parse/stringify per event.
   const meta = JSON.stringify({
@@ -134,13 +137,20 @@ const SHORT_STRING_BYTES = 255;
 const HEADER_TABLE_BYTES = 60_000;
 
 /**
- * Why AMQP cannot carry a header table, or null: a name (at any depth) over 255 bytes, or an
- * encoding over HEADER_TABLE_BYTES. The size is an upper bound of amqplib's encoding, nested
- * tables and arrays included (another producer's headers may nest, and so may an outbox row's
- * JSON). Values amqplib refuses whatever their size (its `{'!': type}` escape with an unknown
- * type) are not foreseen here: the publisher handles the throw.
+ * Why AMQP cannot carry a header table, or null: a CC or BCC header RabbitMQ refuses, a name (at
+ * any depth) over 255 bytes, or an encoding over HEADER_TABLE_BYTES. The size is an upper bound
+ * of amqplib's encoding, nested tables and arrays included (another producer's headers may nest,
+ * and so may an outbox row's JSON). Values amqplib refuses whatever their size (its
+ * `{'!': type}` escape with an unknown type) are not foreseen here: the publisher handles the
+ * throw.
  */
 export function headersProblem(headers: Record<string, unknown>): string | null {
+  // RabbitMQ routes on these too (sender-selected distribution) and closes the channel when one
+  // is not an array of strings.
+  for (const name of ['CC', 'BCC']) {
+    const v = headers[name];
+    if (v !== undefined && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) return `header "${name}" must be an array of routing keys (RabbitMQ routes on it), not ${JSON.stringify(v).slice(0, 40)}`;
+  }
   const longNames: string[] = [];
   const size = tableBytes(headers, longNames);
   if (longNames.length) return `header name "${longNames[0]!.slice(0, 40)}..." is ${Buffer.byteLength(longNames[0]!)} bytes, AMQP allows ${SHORT_STRING_BYTES}`;

@@ -137,10 +137,14 @@ describe('relay', () => {
   it.each([
     { what: 'an event type of 300 bytes, which cannot be a routing key', eventType: `item.${'x'.repeat(295)}`, headers: { origin: 'monolith' }, error: /routing key \(event type\) is 300 bytes, AMQP allows 255/ },
     { what: 'nested headers too big for amqplib', eventType: 'item.created', headers: { origin: 'monolith', meta: { blob: 'x'.repeat(70_000) } }, error: /the headers take up to \d+ bytes encoded, more than the 60000 allowed/ },
-  ])('refuses a row AMQP cannot carry on its own ($what): the rows around it are published once each', async ({ eventType, headers, error }) => {
+    // RabbitMQ would close the channel on it: the rows before it would go out again and again.
+    { what: 'a CC header that is not an array', eventType: 'item.created', headers: { origin: 'monolith', CC: 'ops@example.com' }, error: /header "CC" must be an array of routing keys/ },
+    // No message can be made of it: the relay would lose its lease over it, again and again.
+    { what: "created_at 'infinity'", eventType: 'item.created', headers: { origin: 'monolith' }, createdAt: 'infinity', error: /cannot be made into a message: created_at \(Infinity\) is not a time a message can carry/ },
+  ])('refuses a row AMQP cannot carry on its own ($what): the rows around it are published once each', async ({ eventType, headers, error, createdAt }) => {
     const before = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const [bad] = await db.knex('outbox')
-      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: randomUUID(), aggregate_version: 1, event_type: eventType, payload: {}, headers })
+      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: randomUUID(), aggregate_version: 1, event_type: eventType, payload: {}, headers, ...(createdAt ? { created_at: createdAt } : {}) })
       .returning('id');
     const after = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const relay = startRelay();
@@ -148,7 +152,7 @@ describe('relay', () => {
     registerRelayMetrics(relay, registry);
     let failedBatches = 0;
     relay.events.on('relay:batch:failed', () => failedBatches++);
-    const row = await waitFor('the long row refused', async () => {
+    const row = await waitFor('the row refused', async () => {
       const r = await db.knex('outbox').where({ id: bad.id }).first();
       return r?.attempts > 0 ? r : null;
     });
@@ -159,6 +163,33 @@ describe('relay', () => {
     const got = await drainQueue(broker, raw);
     expect(got.map((m) => m.id).sort()).toEqual([...before, ...after].map((w) => w.id).sort());
     expect(failedBatches).toBe(0);
+  });
+
+  it('backs off while its tenures keep failing, and publishes once the cause is gone', async () => {
+    // Every claim fails (a column it reads is missing: a migration half applied), so every
+    // tenure ends in an error at once. Retaking the lease every 200 ms would hammer the database.
+    const written = await writeEvent(db.knex, 'backoff-1');
+    await db.knex.raw('alter table outbox rename column payload to payload_moved');
+    let restored = false;
+    try {
+      const relay = startRelay();
+      let acquired = 0;
+      let errors = 0;
+      relay.events.on('relay:leader:acquired', () => acquired++);
+      relay.events.on('relay:db:error', () => errors++);
+      await new Promise((r) => setTimeout(r, 4_000));
+      // Pauses of at least 400, 600, 1,000 and 1,800 ms: at most five tenures in 4 s (twenty
+      // or more without the backoff).
+      expect(errors).toBeGreaterThanOrEqual(2);
+      expect(acquired).toBeLessThanOrEqual(5);
+      await db.knex.raw('alter table outbox rename column payload_moved to payload');
+      restored = true;
+      // The longest pause so far is under 10 s.
+      await waitFor('published once the column is back', async () => (await unpublished()) === 0, 15_000);
+      expect((await drainQueue(broker, raw)).map((m) => m.id)).toEqual([written.id]);
+    } finally {
+      if (!restored) await db.knex.raw('alter table outbox rename column payload_moved to payload');
+    }
   });
 
   it('refuses a row amqplib fails to encode, and goes on over a new connection', async () => {

@@ -1,5 +1,5 @@
 import { backoffDelay, closeAmqp, connectAmqp, settlesWithin, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
-import { toMessage, unpublishable, type OutboxRow } from '../envelope.ts';
+import { toMessage, unpublishable, type OutboxRow, type OutgoingMessage } from '../envelope.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 
 export interface PublisherOptions {
@@ -96,10 +96,18 @@ export class Publisher {
     try {
       for (const row of rows) {
         if (closed) break;
-        const msg = toMessage(row);
         // Refused before amqplib sees it: its publish() would throw, and it had already counted
-        // the message for a confirm (see the catch below).
-        const problem = unpublishable(msg);
+        // the message for a confirm (see the catch below). So is a row no message can be made
+        // of (a hand-written created_at of 'infinity').
+        let msg: OutgoingMessage;
+        let problem: string | null;
+        try {
+          msg = toMessage(row);
+          problem = unpublishable(msg);
+        } catch (err) {
+          result.rejected.push({ row, kind: 'unencodable', reason: `cannot be made into a message: ${(err as Error).message}` });
+          continue;
+        }
         if (problem) {
           result.rejected.push({ row, kind: 'unencodable', reason: `cannot be sent over AMQP: ${problem}` });
           continue;

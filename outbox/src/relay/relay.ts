@@ -121,6 +121,10 @@ const SETTLE_SWEEP_MS = 50;
 // Batches awaiting confirms at once: the broker's confirm latency (~1-5 ms here) then overlaps
 // with claiming and publishing the next rows instead of adding to every row's latency.
 const MAX_IN_FLIGHT = 4;
+// A tenure that ends in an error sooner than this after it began counts as a failure in a row;
+// see leadRetryDelay.
+const LEAD_FAILURE_WINDOW_MS = 30_000;
+const LEAD_RETRY_MAX_MS = 10_000;
 // Confirmed rows wait for the next claim to be marked (one statement for both) only while the
 // busy poll is this short; with longer sleeps ahead, they are marked on their own at once.
 const MARK_WITH_NEXT_CLAIM_MS = 10;
@@ -341,12 +345,17 @@ export function createRelay(options: RelayOptions): Relay {
   }
 
   async function leaderLoop(l: LeaderLease, pub: Publisher) {
+    // Tenures that failed in a row, each soon after it began: the error may be in the data (a
+    // row the relay cannot handle) or in the database, so the lease is retaken after a growing
+    // pause (up to LEAD_RETRY_MAX_MS) instead of every 200 ms.
+    let failures = 0;
     while (!stopping.signal.aborted) {
       emit('relay:leader:waiting', { instance });
       const tenure = await l.acquire(stopping.signal);
       if (!tenure) break;
       leading = true;
       emit('relay:leader:acquired', { instance });
+      const began = performance.now();
       let error: unknown;
       try {
         await lead(tenure, pub);
@@ -358,9 +367,10 @@ export function createRelay(options: RelayOptions): Relay {
       }
       if (stopping.signal.aborted) break;
       emit('relay:leader:lost', { instance, error: error ?? new Error('lease session lost') });
+      failures = error && performance.now() - began < LEAD_FAILURE_WINDOW_MS ? failures + 1 : 0;
       // The session may be unusable (or the error may repeat): start over on a fresh one.
       await l.release();
-      await sleep(200, stopping.signal);
+      await sleep(200 + leadRetryDelay(failures), stopping.signal);
     }
   }
 
@@ -449,6 +459,17 @@ export function createRelay(options: RelayOptions): Relay {
       };
     },
   };
+}
+
+/**
+ * Extra pause before retaking the lease after `failures` failed tenures in a row: none after a
+ * tenure that went well, then 200-400 ms, 400-800 ms ... up to 5-10 s (LEAD_RETRY_MAX_MS). Half
+ * of it is jitter; the other half is a floor, so a relay that keeps failing backs off for sure.
+ */
+export function leadRetryDelay(failures: number): number {
+  if (failures <= 0) return 0;
+  const ceiling = Math.min(LEAD_RETRY_MAX_MS, 400 * 2 ** Math.min(failures - 1, 20));
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
 }
 
 /** The smoothed rate after a window of `windowMs` that saw `perSec`: up slowly, down at once (see RATE_RISE_MS). */
