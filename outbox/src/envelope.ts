@@ -197,6 +197,16 @@ export function unpublishable(msg: OutgoingMessage): string | null {
   );
 }
 
+/**
+ * Failed deliveries so far, from the `x-attempts` header: a whole number from 0. Another producer
+ * or a hand-edited replay may send anything there (0.5, -1, "two"): that counts as no attempts,
+ * or as the whole part, never as an index no retry tier has.
+ */
+export function attemptsOf(headers: Record<string, unknown> | undefined): number {
+  const n = Number(headers?.[HEADERS.attempts] ?? 0);
+  return Number.isFinite(n) && n > 0 ? Math.floor(n) : 0;
+}
+
 export class MalformedMessageError extends Error {
   readonly code = 'MALFORMED_MESSAGE';
 }
@@ -239,7 +249,7 @@ export function fromMessage(msg: IncomingMessage): ReceivedEvent {
     traceparent: str(headers[HEADERS.traceparent]),
     requestId: str(headers[HEADERS.requestId]),
     headers: body.headers ?? {},
-    attempts: Number(headers[HEADERS.attempts] ?? 0) || 0,
+    attempts: attemptsOf(headers),
     redelivered: msg.fields.redelivered,
   };
 }

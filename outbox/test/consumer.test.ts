@@ -23,7 +23,7 @@ beforeAll(async () => {
 afterAll(() => conn.close());
 
 /** Publishes an item event the way the relay would (same envelope), bypassing the outbox. */
-function publish(aggregateId: string, version: number, { id = randomUUID() as string, origin = 'monolith', payload = {} as Record<string, unknown> } = {}): string {
+function publish(aggregateId: string, version: number, { id = randomUUID() as string, origin = 'monolith', payload = {} as Record<string, unknown>, headers = {} as Record<string, unknown> } = {}): string {
   const msg = toMessage({
     id,
     seq: 0,
@@ -35,7 +35,7 @@ function publish(aggregateId: string, version: number, { id = randomUUID() as st
     headers: { origin },
     created_at: new Date(),
   });
-  ch.publish(broker.exchange, msg.routingKey, msg.content, msg.options);
+  ch.publish(broker.exchange, msg.routingKey, msg.content, { ...msg.options, headers: { ...msg.options.headers, ...headers } });
   return id;
 }
 
@@ -243,6 +243,44 @@ describe('consume', () => {
       expect(stopped, 'stop() returned').toBe(true);
     } finally {
       await proxy.close();
+    }
+  });
+
+  it('a second stop() resolves only once the consumer has stopped', async () => {
+    const c = await start();
+    let stopped = false;
+    c.events.on('consumer:stopped', () => (stopped = true));
+    const first = c.stop();
+    await c.stop();
+    expect(stopped, 'stopped when the second call resolved').toBe(true);
+    await first;
+  });
+
+  it.each([0.5, -1, 'two'])('counts an x-attempts header of %j as no attempts: retried, not looped through reconnects', async (value) => {
+    const c = await start();
+    let lost = 0;
+    c.events.on('consumer:connection:lost', () => lost++);
+    const retried = new Promise<{ attempts: number }>((resolve) => c.events.once('consumer:message:retrying', resolve));
+    publish('odd-attempts', 2, { headers: { [HEADERS.attempts]: value } }); // a version gap: retried later
+    const event = await Promise.race([retried, new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+    expect(event?.attempts).toBe(1);
+    expect(lost).toBe(0);
+  });
+
+  it('drops CC and BCC from its copies: a retried or parked copy goes to one queue', async () => {
+    // RabbitMQ routes on CC (sender-selected distribution), on the default exchange too: a copy
+    // that kept it would also land in whatever queue the original's sender named.
+    const c = await start();
+    const named = `${broker.prefix}.cc-named`;
+    await ch.assertQueue(named, { durable: false, autoDelete: false });
+    try {
+      ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'with-cc', persistent: true, headers: { CC: [named] } });
+      await waitFor('parked', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 1);
+      // The original reached no queue through its CC (nothing is bound to that key on the topic
+      // exchange); the parked copy, sent through the default exchange, would have reached it.
+      expect((await ch.checkQueue(named)).messageCount).toBe(0);
+    } finally {
+      await ch.deleteQueue(named);
     }
   });
 

@@ -13,7 +13,7 @@ import {
   type ConsumeMessage,
   type Knex,
 } from '@strangler/platform';
-import { fromMessage, HEADERS, type ReceivedEvent } from '../envelope.ts';
+import { attemptsOf, fromMessage, HEADERS, type ReceivedEvent } from '../envelope.ts';
 import { applyBatch, type EventHandler, type Outcome } from './apply-batch.ts';
 import { safeEmitConsumer, type ConsumerEventMap, type ConsumerEvents } from './events.ts';
 import { sendCopy } from './retry.ts';
@@ -143,6 +143,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   let recheck: NodeJS.Timeout | null = null;
   let current: Generation | null = null;
   let stopped = false;
+  let stopCall: Promise<void> | null = null;
   const stopping = new AbortController();
   let reconnecting: Promise<void> | null = null;
 
@@ -341,7 +342,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
 
   /** Sends a failed delivery to the delay queue of its attempt, or parks it; acks the original once the copy is confirmed. */
   async function retryOrPark(gen: Generation, msg: ConsumeMessage, event: ReceivedEvent | null, error: string, malformed: boolean) {
-    const attempts = (event?.attempts ?? (Number(msg.properties.headers?.[HEADERS.attempts] ?? 0) || 0)) + 1;
+    const attempts = (event?.attempts ?? attemptsOf(msg.properties.headers)) + 1;
     const id = event?.id ?? String(msg.properties.messageId ?? '(no id)');
     const reason = error.slice(0, 1_000);
     try {
@@ -382,39 +383,45 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   return {
     queue: name,
     events,
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      stopping.abort();
-      const gen = current;
-      // Every step is bounded: a broker that stopped answering (a partition) cannot hang stop().
-      if (gen?.alive && gen.tag) await settlesWithin(gen.ch.cancel(gen.tag), 2_000);
-      pending = [];
-      if (recheck) clearTimeout(recheck);
-      await settlesWithin(Promise.allSettled(running), 5_000);
-      // A reconnect in flight notices `stopped` and closes what it opened, however late.
-      if (reconnecting) await settlesWithin(reconnecting, 2_000);
-      const last = current;
-      if (last) {
-        // Channel close handshakes first: the broker then has processed our last acks, which a
-        // bare connection close can drop (they would only come back as harmless redeliveries).
-        const wasAlive = last.alive;
-        // Finished messages held back behind abandoned ones: acknowledged now, or the next
-        // consumer would get them again (and a retried one would then circulate twice).
-        if (wasAlive) {
-          try {
-            last.acks.ackFinishedAlone();
-          } catch {
-            // channel already closing: they are redelivered and the inbox absorbs them
-          }
-        }
-        last.alive = false; // from here on, channel 'close' events are ours, not a loss
-        if (wasAlive) await settlesWithin(Promise.all([last.ch.close(), last.pub.close()]), 2_000);
-        await closeAmqp(last.conn);
-      }
-      emit('consumer:stopped', { queue: name });
+    stop() {
+      // A second call waits for the first one's work: resolving at once would let its caller
+      // destroy the pool under transactions still running.
+      stopCall ??= stopConsumer();
+      return stopCall;
     },
   };
+
+  async function stopConsumer(): Promise<void> {
+    stopped = true;
+    stopping.abort();
+    const gen = current;
+    // Every step is bounded: a broker that stopped answering (a partition) cannot hang stop().
+    if (gen?.alive && gen.tag) await settlesWithin(gen.ch.cancel(gen.tag), 2_000);
+    pending = [];
+    if (recheck) clearTimeout(recheck);
+    await settlesWithin(Promise.allSettled(running), 5_000);
+    // A reconnect in flight notices `stopped` and closes what it opened, however late.
+    if (reconnecting) await settlesWithin(reconnecting, 2_000);
+    const last = current;
+    if (last) {
+      // Channel close handshakes first: the broker then has processed our last acks, which a
+      // bare connection close can drop (they would only come back as harmless redeliveries).
+      const wasAlive = last.alive;
+      // Finished messages held back behind abandoned ones: acknowledged now, or the next
+      // consumer would get them again (and a retried one would then circulate twice).
+      if (wasAlive) {
+        try {
+          last.acks.ackFinishedAlone();
+        } catch {
+          // channel already closing: they are redelivered and the inbox absorbs them
+        }
+      }
+      last.alive = false; // from here on, channel 'close' events are ours, not a loss
+      if (wasAlive) await settlesWithin(Promise.all([last.ch.close(), last.pub.close()]), 2_000);
+      await closeAmqp(last.conn);
+    }
+    emit('consumer:stopped', { queue: name });
+  }
 }
 
 function describe(err: unknown): string {

@@ -5,8 +5,11 @@ import { HEADERS, headersProblem } from '../envelope.ts';
 /** Set on each copy so that a basic.return can be matched to the copy it refuses. */
 const COPY_HEADER = 'x-strangler-copy-id';
 
-/** Headers RabbitMQ adds on dead-lettering; dropped on copies so they do not grow with every retry. */
-const BROKER_HEADERS = new Set(['x-death', 'x-first-death-exchange', 'x-first-death-queue', 'x-first-death-reason', 'x-last-death-exchange', 'x-last-death-queue', 'x-last-death-reason']);
+/**
+ * Dropped on copies: what RabbitMQ adds on dead-lettering (it would grow with every retry), and
+ * CC/BCC, on which it routes (a copy goes to one queue, not to queues the original's sender named).
+ */
+const BROKER_HEADERS = new Set(['x-death', 'x-first-death-exchange', 'x-first-death-queue', 'x-first-death-reason', 'x-last-death-exchange', 'x-last-death-queue', 'x-last-death-reason', 'CC', 'BCC']);
 
 /** Set on a copy whose original headers did not leave room for ours: the names of those dropped. */
 export const DROPPED_HEADERS = 'x-dropped-headers';
