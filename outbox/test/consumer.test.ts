@@ -246,6 +246,59 @@ describe('consume', () => {
     }
   });
 
+  describe('a handler error that looks like a lost connection while the database answers', () => {
+    const refused = () => Object.assign(new Error('connect ECONNREFUSED 192.0.2.9:443'), { code: 'ECONNREFUSED' });
+    const parkedWithin = async (c: Consumer, ms: number) => {
+      let parked = 0;
+      let inPlace = 0;
+      c.events.on('consumer:message:parked', () => parked++);
+      c.events.on('consumer:error', ({ component }) => void (component === 'db' && inPlace++));
+      await waitFor('the message parked', () => parked === 1, ms);
+      return inPlace;
+    };
+
+    it('is retried in place a few times, then like any failure: parked after its attempts', async () => {
+      // A downstream call refused: the same error code as a database that is down.
+      const c = await start({ retry: { maxAttempts: 2, baseMs: 100, maxMs: 100 }, handler: replicaHandler((e) => {
+          if (e.aggregateId === 'webhook') throw refused();
+        }),
+      });
+      publish('webhook', 1);
+      // Two deliveries, each retried in place three times.
+      expect(await parkedWithin(c, 15_000)).toBe(6);
+    });
+
+    it('a session killed for idling in its transaction is such an error too', async () => {
+      const base = replicaHandler();
+      const c = await start({
+        retry: { maxAttempts: 2, baseMs: 100, maxMs: 100 },
+        handler: {
+          ...base,
+          async apply(trx, event) {
+            if (event.aggregateId === 'slow') {
+              // A slow call made inside the transaction, past the session's limit.
+              await trx.raw(`set local idle_in_transaction_session_timeout = '100ms'`);
+              await new Promise((r) => setTimeout(r, 400));
+            }
+            await base.apply!(trx, event);
+          },
+        },
+      });
+      publish('slow', 1);
+      expect(await parkedWithin(c, 15_000)).toBe(6);
+    });
+
+    it('does not hold up the other aggregates of its batch', async () => {
+      await start({ prefetch: 5, handler: replicaHandler((e) => {
+          if (e.aggregateId === 'webhook') throw refused();
+        }),
+      });
+      publish('webhook', 1);
+      for (let i = 0; i < 20; i++) publish(`fine-${i}`, 1);
+      await waitFor('the 20 other messages applied', async () => (await appliedCount(db.knex)) === 20, 15_000);
+    });
+  });
+
   it('a second stop() resolves only once the consumer has stopped', async () => {
     const c = await start();
     let stopped = false;

@@ -87,9 +87,15 @@ interface Delivery {
 }
 
 // Serialization failures and deadlocks are retried in place up to 5 times, then count as a
-// failed delivery; lost connections and restarts are retried for as long as they last.
+// failed delivery. Lost connections and restarts are retried for as long as the database does not
+// answer a probe; while it does, an error that looks like one (a handler's own call refused, a
+// session killed for idling in its transaction) is retried in place up to 3 times, then counts
+// as a failed delivery too: it is this batch's, not the database's, and retried in place for
+// ever it would hold its batch and everything acked behind it.
 const CONTENTION_CODES = new Set(['40001', '40P01']);
 const MAX_CONTENTION_RETRIES = 5;
+const MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS = 3;
+const DB_PROBE_TIMEOUT_MS = 5_000;
 // While one transaction runs, pending messages wait for it (and then go in one batch) unless
 // they are a full batch or the oldest has waited this long: a second transaction then starts.
 // Each transaction costs several round trips whatever its size, and on a loaded 2-core machine
@@ -108,7 +114,8 @@ const PARALLEL_AFTER_MS = 3;
  *
  * Failure modes: a lost broker connection drops the messages not yet started (the broker
  * redelivers them) and reconnects with backoff (up to 250 ms, 500 ms ... capped at 5 s); a lost
- * database connection retries the same batch in place with the same backoff, holding its aggregates;
+ * database connection retries the same batch in place with the same backoff, holding its aggregates,
+ * as long as the database does not answer (see MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS);
  * a handler error rolls the batch back and replays it one message per transaction, so only the
  * failing message goes to the delay queues, then to `<queue>.dead` after `maxAttempts`.
  * Resolves once consuming; rejects if the first connection or topology declaration fails.
@@ -283,6 +290,16 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   }
 
   /** True, with a dispatch scheduled for when it has waited PARALLEL_AFTER_MS, if a message that arrived at `at` is younger than that. */
+  /** Whether the database answers a probe on a connection of its own (see MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS). */
+  async function databaseAnswers(): Promise<boolean> {
+    let answered = false;
+    await settlesWithin(
+      db.raw('select 1').then(() => void (answered = true)),
+      DB_PROBE_TIMEOUT_MS,
+    );
+    return answered;
+  }
+
   function waitForRunning(at: number): boolean {
     const waited = performance.now() - at;
     if (waited >= PARALLEL_AFTER_MS) return false;
@@ -293,6 +310,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   async function processBatch(batch: Delivery[]): Promise<void> {
     const gen = batch[0]!.gen;
     let contention = 0;
+    let transientWhileUp = 0;
     for (let attempt = 0; ; attempt++) {
       if (!gen.alive) return; // the broker redelivers them
       let outcomes: Outcome[];
@@ -301,9 +319,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       } catch (err) {
         const code = (err as { code?: string }).code;
         const contended = typeof code === 'string' && CONTENTION_CODES.has(code);
-        if ((contended && ++contention <= MAX_CONTENTION_RETRIES) || (!contended && isTransientDbError(err))) {
+        if (stopped) return; // the broker redelivers them
+        const retryInPlace = contended
+          ? ++contention <= MAX_CONTENTION_RETRIES
+          : isTransientDbError(err) && (!(await databaseAnswers()) || ++transientWhileUp <= MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS);
+        if (retryInPlace) {
           emit('consumer:error', { queue: name, component: 'db', error: err });
-          if (stopped) return;
           await sleep(contended ? 10 * contention : 50 + backoffDelay(attempt, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
           if (stopped) return;
           continue;
