@@ -192,6 +192,28 @@ describe('relay', () => {
     }
   });
 
+  it('a leader that lost the broker but not the database hands the lease to a relay that can publish', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    try {
+      const a = startRelay({ amqpUrl: proxy.url, instance: 'relay-a' });
+      await waitFor('relay-a leads', () => a.isLeader);
+      const b = startRelay({ instance: 'relay-b' });
+      const first = await writeEvent(db.knex, 'handover-1');
+      await waitFor('published through relay-a', async () => (await unpublished()) === 0);
+      proxy.goDown(); // relay-a's host cannot reach the broker any more; relay-b's can
+      const lostAt = Date.now();
+      const second = await writeEvent(db.knex, 'handover-1');
+      await waitFor('published by relay-b', async () => (await unpublished()) === 0, 25_000);
+      // 15 s of waiting for the broker, then one lease retry (200 ms here).
+      expect(Date.now() - lostAt).toBeLessThan(20_000);
+      expect((await db.knex('outbox_relay').first('leader')).leader).toBe('relay-b');
+      expect(b.isLeader).toBe(true);
+      expect((await drainQueue(broker, raw)).map((m) => m.id)).toEqual([first.id, second.id]);
+    } finally {
+      await proxy.close();
+    }
+  }, 40_000);
+
   it('refuses a row amqplib fails to encode, and goes on over a new connection', async () => {
     // A header amqplib refuses to encode whatever its size (its `{'!': type}` escape with a type
     // it does not know), which the relay does not foresee: publish() throws after counting the

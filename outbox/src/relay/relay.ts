@@ -121,6 +121,10 @@ const SETTLE_SWEEP_MS = 50;
 // Batches awaiting confirms at once: the broker's confirm latency (~1-5 ms here) then overlaps
 // with claiming and publishing the next rows instead of adding to every row's latency.
 const MAX_IN_FLIGHT = 4;
+// A leader whose broker connection has been down this long (a network problem of its own host,
+// say) ends its tenure: another relay that has a connection takes over within a lease retry, and
+// this one competes again once it is connected.
+const BROKER_LOST_HANDOVER_MS = 15_000;
 // A tenure that ends in an error sooner than this after it began counts as a failure in a row;
 // see leadRetryDelay.
 const LEAD_FAILURE_WINDOW_MS = 30_000;
@@ -260,7 +264,24 @@ export function createRelay(options: RelayOptions): Relay {
           transportFailed = false;
         }
         if (confirmed.length && !pub.isReady) await markPublished(session, confirmed.splice(0)); // no claim until the broker is back
-        if (!(await pub.ready(signal))) break;
+        if (!pub.isReady) {
+          // A leader that cannot reach the broker hands the lease to one that can (see
+          // BROKER_LOST_HANDOVER_MS); while it waits, nothing is claimed.
+          // A timer of our own: AbortSignal.timeout() is held only weakly and can be collected
+          // before it fires.
+          const waiting = new AbortController();
+          const onAbort = () => waiting.abort();
+          signal.addEventListener('abort', onAbort, { once: true });
+          const timer = setTimeout(onAbort, BROKER_LOST_HANDOVER_MS);
+          const ready = await pub.ready(waiting.signal).finally(() => {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', onAbort);
+          });
+          if (!ready) {
+            if (signal.aborted) break;
+            throw new BrokerLost(`no broker connection for ${BROKER_LOST_HANDOVER_MS / 1_000} s: giving up the lease to a relay that has one`);
+          }
+        }
         if (transportFailed) continue; // a batch failed while we waited: settle it first
         // The publisher reconnected before a batch of the old connection noticed its loss (it was
         // waiting for `drain`, say): that batch settles first, or rows claimed now would go out
@@ -350,6 +371,8 @@ export function createRelay(options: RelayOptions): Relay {
     // pause (up to LEAD_RETRY_MAX_MS) instead of every 200 ms.
     let failures = 0;
     while (!stopping.signal.aborted) {
+      // Only a relay that can publish competes for the lease.
+      if (!(await pub.ready(stopping.signal))) break;
       emit('relay:leader:waiting', { instance });
       const tenure = await l.acquire(stopping.signal);
       if (!tenure) break;
@@ -361,7 +384,7 @@ export function createRelay(options: RelayOptions): Relay {
         await lead(tenure, pub);
       } catch (err) {
         error = err;
-        emit('relay:db:error', { error: err });
+        if (!(err instanceof BrokerLost)) emit('relay:db:error', { error: err });
       } finally {
         leading = false;
       }
@@ -500,6 +523,9 @@ export function busyPollFor(perSec: number, { fromPerSec, toPerSec, minMs, maxMs
   const f = (perSec - fromPerSec) / (toPerSec - fromPerSec);
   return Math.round(minMs + (maxMs - minMs) * Math.min(1, Math.max(0, f)));
 }
+
+/** Ends a tenure whose broker connection stayed down (BROKER_LOST_HANDOVER_MS); reported by relay:leader:lost. */
+class BrokerLost extends Error {}
 
 function stripUndefined<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
