@@ -135,6 +135,21 @@ export function toMessage(row: OutboxRow): OutgoingMessage {
 // 64 KiB scratch buffer. A message over these limits makes amqplib's publish() throw.
 const SHORT_STRING_BYTES = 255;
 const HEADER_TABLE_BYTES = 60_000;
+/**
+ * Largest message body the relay publishes. A broker refuses a message over its own
+ * max_message_size by closing the channel, which to the relay looks like a lost connection: it
+ * would publish the same rows again and again. 16 MiB is well under RabbitMQ 3.x's default
+ * (128 MiB) and Java clients' default inbound limit (64 MiB); an event that large should carry a
+ * reference to the data instead.
+ */
+export const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Room left in a body for the envelope around the payload (ids, types, origin). */
+const ENVELOPE_ROOM_BYTES = 4_096;
+
+/** Why a payload of `bytes` bytes of JSON would not fit in a message, or null. */
+export function payloadProblem(bytes: number): string | null {
+  return bytes > MAX_BODY_BYTES - ENVELOPE_ROOM_BYTES ? `the payload is ${bytes} bytes of JSON, more than the ${MAX_BODY_BYTES - ENVELOPE_ROOM_BYTES} a message body leaves for it` : null;
+}
 
 /**
  * Why AMQP cannot carry a header table, or null: a CC or BCC header RabbitMQ refuses, a name (at
@@ -193,7 +208,8 @@ export function unpublishable(msg: OutgoingMessage): string | null {
     shortStringProblem('message id', messageId) ??
     shortStringProblem('type', type) ??
     shortStringProblem('app id (origin)', appId) ??
-    headersProblem(headers ?? {})
+    headersProblem(headers ?? {}) ??
+    (msg.content.length > MAX_BODY_BYTES ? `the body is ${msg.content.length} bytes, more than the ${MAX_BODY_BYTES} the relay publishes` : null)
   );
 }
 

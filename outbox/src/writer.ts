@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { currentContext } from '@strangler/platform';
-import { HEADERS, headersProblem, shortStringProblem } from './envelope.ts';
+import { HEADERS, headersProblem, MAX_BODY_BYTES, payloadProblem, shortStringProblem } from './envelope.ts';
 
 /** Version of the envelope and payload conventions; consumers may branch on it. */
 export const EVENT_SCHEMA_VERSION = 1;
@@ -51,7 +51,11 @@ export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promi
   };
   // Refused here, in the business transaction, rather than by the relay, which could only leave
   // the row unpublished with its error.
+  // Serialised here once (pg would do it anyway) to be measured.
+  const payload = JSON.stringify(event.payload);
   const problem =
+    // Most payloads are far under the limit in characters already; bytes only near it.
+    (payload.length * 3 > MAX_BODY_BYTES ? payloadProblem(Buffer.byteLength(payload)) : null) ??
     shortStringProblem('routing key (event type)', event.eventType) ??
     shortStringProblem('app id (origin)', event.origin) ??
     headersProblem({ ...headers, [HEADERS.aggregateType]: event.aggregateType, [HEADERS.aggregateId]: event.aggregateId, [HEADERS.aggregateVersion]: event.aggregateVersion });
@@ -64,7 +68,7 @@ export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promi
       aggregate_id: event.aggregateId,
       aggregate_version: event.aggregateVersion,
       event_type: event.eventType,
-      payload: event.payload,
+      payload,
       headers,
     })
     .returning(['seq']);

@@ -139,12 +139,14 @@ describe('relay', () => {
     { what: 'nested headers too big for amqplib', eventType: 'item.created', headers: { origin: 'monolith', meta: { blob: 'x'.repeat(70_000) } }, error: /the headers take up to \d+ bytes encoded, more than the 60000 allowed/ },
     // RabbitMQ would close the channel on it: the rows before it would go out again and again.
     { what: 'a CC header that is not an array', eventType: 'item.created', headers: { origin: 'monolith', CC: 'ops@example.com' }, error: /header "CC" must be an array of routing keys/ },
+    // Over what a broker may take (it would close the channel: the same loop).
+    { what: 'a payload of 17 MiB', eventType: 'item.created', headers: { origin: 'monolith' }, payload: { blob: 'x'.repeat(17 * 1024 * 1024) }, error: /the body is \d+ bytes, more than the 16777216 the relay publishes/ },
     // No message can be made of it: the relay would lose its lease over it, again and again.
     { what: "created_at 'infinity'", eventType: 'item.created', headers: { origin: 'monolith' }, createdAt: 'infinity', error: /cannot be made into a message: created_at \(Infinity\) is not a time a message can carry/ },
-  ])('refuses a row AMQP cannot carry on its own ($what): the rows around it are published once each', async ({ eventType, headers, error, createdAt }) => {
+  ])('refuses a row AMQP cannot carry on its own ($what): the rows around it are published once each', async ({ eventType, headers, error, createdAt, payload }) => {
     const before = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const [bad] = await db.knex('outbox')
-      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: randomUUID(), aggregate_version: 1, event_type: eventType, payload: {}, headers, ...(createdAt ? { created_at: createdAt } : {}) })
+      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: randomUUID(), aggregate_version: 1, event_type: eventType, payload: payload ?? {}, headers, ...(createdAt ? { created_at: createdAt } : {}) })
       .returning('id');
     const after = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const relay = startRelay();

@@ -28,11 +28,14 @@ describe('appendEvent', () => {
 
   it('refuses, naming the limit, an event AMQP could not carry', async () => {
     const event = { aggregateType: 'user', aggregateId: 'u3', aggregateVersion: 1, eventType: 'user.registered', payload: {}, origin: 'monolith' };
-    const append = (e: Partial<typeof event> & { headers?: Record<string, string> }) => db.knex.transaction((trx) => appendEvent(trx, { ...event, ...e }));
+    const append = (e: Partial<Omit<typeof event, 'payload'>> & { headers?: Record<string, string>; payload?: Record<string, unknown> }) => db.knex.transaction((trx) => appendEvent(trx, { ...event, ...e }));
     await expect(append({ eventType: `user.${'x'.repeat(260)}` })).rejects.toThrow(/routing key \(event type\) is 265 bytes, AMQP allows 255/);
     await expect(append({ origin: 'ü'.repeat(130) })).rejects.toThrow(/app id \(origin\) is 260 bytes, AMQP allows 255/);
     await expect(append({ headers: { ['h'.repeat(256)]: 'v' } })).rejects.toThrow(/header name "h{40}\.\.\." is 256 bytes, AMQP allows 255/);
     await expect(append({ headers: { big: 'x'.repeat(70_000) } })).rejects.toThrow(/headers take up to \d+ bytes encoded, more than the 60000 allowed/);
+    await expect(append({ headers: { CC: 'ops@example.com' } })).rejects.toThrow(/header "CC" must be an array of routing keys/);
+    // Multi-byte characters: the limit is in bytes.
+    await expect(append({ payload: { text: 'é'.repeat(8.5 * 1024 * 1024) } })).rejects.toThrow(/the payload is 17825803 bytes of JSON, more than the 16773120 a message body leaves for it/);
     expect(await db.knex('outbox').where({ aggregate_id: 'u3' }).count({ c: '*' })).toEqual([{ c: 0 }]);
   });
 
