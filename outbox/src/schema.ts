@@ -9,8 +9,9 @@ export const OUTBOX_CHANNEL = 'strangler_outbox';
  *
  * `seq` orders rows by insertion, not by commit: a transaction can commit after rows with a
  * higher `seq`. So the relay never keeps a high-water mark; it publishes every row whose
- * `published_at` is null, which a partial index keeps cheap however large the table grows.
- * A row whose publication failed (unroutable, nacked) waits until `next_attempt_at`.
+ * `published_at` is null, which partial indexes keep cheap however large the table grows.
+ * A row whose publication failed (unroutable, nacked) waits until `next_attempt_at`
+ * (createOutboxIndexes).
  *
  * The statement-level trigger sends one NOTIFY per inserting statement (Postgres folds
  * duplicates within a transaction). Postgres serialises notifying commits (they hold a
@@ -36,7 +37,7 @@ export async function createOutboxSchema(knex: Knex): Promise<void> {
     t.text('last_error');
     t.timestamp('next_attempt_at', { useTz: true });
   });
-  await knex.raw('create index outbox_unpublished_idx on outbox (seq) where published_at is null');
+  await createOutboxIndexes(knex);
   await knex.raw('create index outbox_published_at_idx on outbox (published_at) where published_at is not null');
   await knex.raw('create unique index outbox_aggregate_version_idx on outbox (aggregate_type, aggregate_id, aggregate_version)');
   await knex.schema.createTable('outbox_relay', (t) => {
@@ -56,6 +57,24 @@ export async function createOutboxSchema(knex: Knex): Promise<void> {
       return null;
     end $$`);
   await knex.raw('create trigger outbox_notify after insert on outbox for each statement execute function outbox_notify()');
+}
+
+/**
+ * The indexes the relay claims through. A row waits in one of two partial indexes until it is
+ * published: `outbox_pending_idx` (by `seq`) while no publication has failed, `outbox_retry_idx`
+ * (by `next_attempt_at`) once one has. So a claim walks only what is due: refused rows waiting
+ * for their retry (an event type nobody has bound a queue to yet can gather thousands of them)
+ * cost a claim nothing until their time comes.
+ *
+ * Idempotent, for existing outboxes too (they had one `outbox_unpublished_idx` for both kinds):
+ * with `concurrently`, the indexes are built without blocking writes, which needs a migration
+ * that runs outside a transaction.
+ */
+export async function createOutboxIndexes(knex: Knex, { concurrently = false } = {}): Promise<void> {
+  const c = concurrently ? 'concurrently' : '';
+  await knex.raw(`create index ${c} if not exists outbox_pending_idx on outbox (seq) where published_at is null and next_attempt_at is null`);
+  await knex.raw(`create index ${c} if not exists outbox_retry_idx on outbox (next_attempt_at) where published_at is null and next_attempt_at is not null`);
+  await knex.raw(`drop index ${c} if exists outbox_unpublished_idx`);
 }
 
 export async function dropOutboxSchema(knex: Knex): Promise<void> {

@@ -4,6 +4,7 @@ import { createTestBroker, createTestDatabase } from '@strangler/platform/testin
 import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpConnections, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
 import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
+import { CLAIM_SQL } from '../src/relay/claim.ts';
 import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
 import { createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent, writeStream } from './helpers.ts';
 
@@ -216,6 +217,31 @@ describe('relay', () => {
     }
   }, 40_000);
 
+  it('claims through indexes that hold only what may be due: refused rows waiting for a retry are not walked', async () => {
+    // An event type nobody has bound a queue to yet gathers refused rows, retried every minute
+    // for as long as that lasts: the claim, every few milliseconds, must not visit them.
+    await db.knex.raw(
+      `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload, attempts, last_error, next_attempt_at)
+       select gen_random_uuid(), 'item', 'waiting-' || n, 1, 'item.unbound', '{}', 3, 'unroutable: NO_ROUTE', now() + interval '1 hour'
+         from generate_series(1, 5000) n`,
+    );
+    const due = await writeEvent(db.knex, 'after-the-refused');
+    const plan = await db.knex.transaction(async (trx) => {
+      await trx.raw('set local enable_seqscan = off; set local enable_bitmapscan = off'); // as on the leader's session
+      const { rows } = await trx.raw(`explain (analyze, format json) ${CLAIM_SQL.replaceAll('$1', '500').replaceAll('$2', "'{}'").replaceAll('$3', "'{}'")}`);
+      return rows[0]['QUERY PLAN'][0].Plan as PlanNode;
+    });
+    // The two scans that find rows (not the mark's, which looks up the confirmed seqs).
+    const scans = flatten(plan).filter((n) => (n['Index Name'] === 'outbox_pending_idx' || n['Index Name'] === 'outbox_retry_idx') && !n['Index Cond']?.includes('ANY'));
+    expect(scans.map((n) => n['Index Name']).sort()).toEqual(['outbox_pending_idx', 'outbox_retry_idx']);
+    // What they read, kept or thrown away: the due row, none of the 5,000 waiting ones.
+    expect(scans.reduce((sum, n) => sum + (n['Rows Removed by Filter'] ?? 0) + (n['Actual Rows'] ?? 0), 0)).toBe(1);
+    startRelay();
+    await waitFor('the due row published', async () => !!(await db.knex('outbox').where({ id: due.id }).first())?.published_at);
+    expect(await unpublished()).toBe(5_000);
+    await db.knex('outbox').where({ event_type: 'item.unbound' }).delete();
+  });
+
   it('refuses a row amqplib fails to encode, and goes on over a new connection', async () => {
     // A header amqplib refuses to encode whatever its size (its `{'!': type}` escape with a type
     // it does not know), which the relay does not foresee: publish() throws after counting the
@@ -390,3 +416,12 @@ describe('busy poll interval', () => {
     expect(rateAfterPoll(2_000, 0, 5)).toBe(2_000);
   });
 });
+
+interface PlanNode {
+  'Index Name'?: string;
+  'Index Cond'?: string;
+  'Actual Rows'?: number;
+  'Rows Removed by Filter'?: number;
+  Plans?: PlanNode[];
+}
+const flatten = (n: PlanNode): PlanNode[] => [n, ...(n.Plans ?? []).flatMap(flatten)];

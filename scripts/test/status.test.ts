@@ -34,9 +34,9 @@ describe('strangler status', () => {
       }
     });
     // What the relay records for a row the broker returned; user.updated is merely not relayed yet.
-    await monolith.knex('outbox').whereIn('event_type', ['order.placed', 'payment.captured']).update({ attempts: 1, last_error: 'unroutable: NO_ROUTE (no queue is bound)' });
+    await monolith.knex('outbox').whereIn('event_type', ['order.placed', 'payment.captured']).update({ attempts: 1, last_error: 'unroutable: NO_ROUTE (no queue is bound)', next_attempt_at: monolith.knex.raw("now() + interval '2 seconds'") });
     // And for one it refused for another reason (a row written past appendEvent).
-    const { seq } = await monolith.knex('outbox').insert({ id: randomUUID(), aggregate_type: 'user', aggregate_id: 'u2', aggregate_version: 1, event_type: 'user.created', payload: {}, headers: {}, attempts: 1, last_error: 'cannot be sent over AMQP: the routing key (event type) is 300 bytes, AMQP allows 255' }).returning('seq').then((r) => r[0]!);
+    const { seq } = await monolith.knex('outbox').insert({ id: randomUUID(), aggregate_type: 'user', aggregate_id: 'u2', aggregate_version: 1, event_type: 'user.created', payload: {}, headers: {}, attempts: 1, last_error: 'cannot be sent over AMQP: the routing key (event type) is 300 bytes, AMQP allows 255', next_attempt_at: monolith.knex.raw("now() + interval '2 seconds'") }).returning('seq').then((r) => r[0]!);
 
     const report = JSON.parse(await runStatus(true));
     const outbox = report.outboxes.find((o: { database: string }) => o.database === monolith.name);

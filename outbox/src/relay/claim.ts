@@ -4,32 +4,40 @@ import type { OutboxRow } from '../envelope.ts';
 const MARK_SET = 'published_at = now(), attempts = attempts + 1, last_error = null, next_attempt_at = null';
 
 /**
- * The claim query: the oldest unpublished rows that are due, in `seq` order, through the
- * partial index on unpublished rows. No high-water mark: a transaction that commits late with
- * a lower `seq` is simply found by the next claim. No row locks either: only the leader claims
- * (relay/leader.ts), and it runs this on the very session that holds the lease, so a relay that
- * lost its lease cannot claim or mark anything.
+ * The claim query: the oldest unpublished rows that are due, in `seq` order: those never refused
+ * through `outbox_pending_idx`, those whose retry is due through `outbox_retry_idx`
+ * (schema.ts), so refused rows that are not due yet are never walked. No high-water mark: a
+ * transaction that commits late with a lower `seq` is simply found by the next claim. No row
+ * locks either: only the leader claims (relay/leader.ts), and it runs this on the very session
+ * that holds the lease, so a relay that lost its lease cannot claim or mark anything.
  *
  * The same statement first marks published the rows confirmed since the previous claim ($3):
- * one round trip per cycle instead of two. The select runs on the statement's snapshot, which
- * does not see that update, so it leaves those rows out itself.
+ * one round trip per cycle instead of two. The selects run on the statement's snapshot, which
+ * does not see that update, so they leave those rows out themselves.
  */
-const CLAIM = `
+const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload::text as payload, headers, created_at`;
+export const CLAIM_SQL = `
   with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[]))
-  select id, seq, aggregate_type, aggregate_id, aggregate_version, event_type,
-         payload::text as payload, headers, created_at
-    from outbox
-   where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
-     and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
-   order by seq
-   limit $1`;
+  select * from (
+    (select ${COLUMNS} from outbox
+      where published_at is null and next_attempt_at is null
+        and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
+      order by seq limit $1)
+    union all
+    (select ${COLUMNS} from outbox
+      where published_at is null and next_attempt_at <= now()
+        and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
+      order by next_attempt_at limit $1)
+  ) due
+  order by seq
+  limit $1`;
 
 /**
  * Marks `confirmed` rows published and claims up to `limit` rows, leaving out `inFlight`
  * (published, confirms awaited) and the confirmed rows.
  */
 export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = []): Promise<OutboxRow[]> {
-  const { rows } = await session.query<OutboxRow>({ name: 'strangler_outbox_claim', text: CLAIM, values: [limit, inFlight, confirmed] });
+  const { rows } = await session.query<OutboxRow>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed] });
   return rows;
 }
 
@@ -60,4 +68,6 @@ export async function markRejected(session: pg.Client, rejected: Array<{ seq: nu
  * Age in seconds of the oldest unpublished row, or 0 when the outbox is drained. A confirmed row
  * counts until the relay marks it: with its next claim while polls are short, else at once.
  */
-export const LAG_SQL = `select coalesce(extract(epoch from now() - (select created_at from outbox where published_at is null order by seq limit 1)), 0)::float8 as lag`;
+export const LAG_SQL = `select coalesce(extract(epoch from now() - least(
+    (select created_at from outbox where published_at is null and next_attempt_at is null order by seq limit 1),
+    (select min(created_at) from outbox where published_at is null and next_attempt_at is not null))), 0)::float8 as lag`;

@@ -32,7 +32,11 @@ async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; 
   const knex = createDb(db.connection, { applicationName: 'strangler-status', pool: { max: 1 } });
   try {
     const { rows } = await knex.raw(
-      `select count(*)::int as n, extract(epoch from now() - min(created_at))::float as age from outbox where published_at is null`,
+      // In two parts, each through its own partial index (createOutboxIndexes).
+      `select count(*)::int as n, extract(epoch from now() - min(created_at))::float as age from (
+         select created_at from outbox where published_at is null and next_attempt_at is null
+         union all
+         select created_at from outbox where published_at is null and next_attempt_at is not null) unpublished`,
     );
     const hasBackfill = (await knex.raw(`select to_regclass('strangler_backfill') is not null as present`)).rows[0].present;
     const backfills = hasBackfill
@@ -41,13 +45,13 @@ async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; 
         )
       : [];
     const held = await knex.raw(
-      `select event_type, count(*)::int as n from outbox where published_at is null and last_error like 'unroutable%' group by event_type order by event_type`,
+      `select event_type, count(*)::int as n from outbox where published_at is null and next_attempt_at is not null and last_error like 'unroutable%' group by event_type order by event_type`,
     );
     const unroutable = Object.fromEntries((held.rows as Array<{ event_type: string; n: number }>).map((r) => [r.event_type, r.n]));
     // Nacked, or over AMQP's limits (relay/publisher.ts): these need a person, not a deployment.
     const refusedRows = await knex.raw(
       `select seq, event_type, last_error, count(*) over ()::int as total from outbox
-        where published_at is null and last_error is not null and last_error not like 'unroutable%' order by seq limit 5`,
+        where published_at is null and next_attempt_at is not null and last_error is not null and last_error not like 'unroutable%' order by seq limit 5`,
     );
     const first = (refusedRows.rows as Array<{ seq: number; event_type: string; last_error: string; total: number }>).map((r) => ({ seq: Number(r.seq), eventType: r.event_type, error: r.last_error }));
     const refused = { count: refusedRows.rows[0]?.total ?? 0, first };
