@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
-import type { Channel, ChannelModel } from '@strangler/platform';
+import { createDb, type Channel, type ChannelModel } from '@strangler/platform';
 import { consume, consumerQueues, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
 import { HEADERS, toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
 import { main } from '../../scripts/src/cli.ts';
-import { appliedCount, createDomainTables, partitionableProxy, replicaHandler, waitFor } from './helpers.ts';
+import { appliedCount, createDomainTables, partitionableProxy, replicaHandler, tcpProxy, waitFor } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -297,6 +297,38 @@ describe('consume', () => {
       for (let i = 0; i < 20; i++) publish(`fine-${i}`, 1);
       await waitFor('the 20 other messages applied', async () => (await appliedCount(db.knex)) === 20, 15_000);
     });
+  });
+
+  it('drops a transaction whose connection went silent past transactionTimeoutMs and applies the batch on another', async () => {
+    const proxy = await tcpProxy(db.connection.host, db.connection.port);
+    const viaProxy = createDb({ ...db.connection, host: '127.0.0.1', port: proxy.port }, { applicationName: 'consumer-partitioned', pool: { max: 4 } });
+    let cut = false;
+    try {
+      const c = await start({
+        db: viaProxy,
+        transactionTimeoutMs: 1_000,
+        handler: replicaHandler((e) => {
+          // The connection this transaction runs on goes silent; new connections still work.
+          if (e.aggregateId === 'mid' && !cut) {
+            cut = true;
+            proxy.partition('existing');
+          }
+        }),
+      });
+      const dropped = new Promise<unknown>((resolve) => c.events.once('consumer:error', ({ error }) => resolve(error)));
+      publish('mid', 1);
+      expect(String(await dropped)).toMatch(/transaction took longer than 1000 ms: its connection was dropped/);
+      await waitFor('applied on another connection', async () => (await replicaVersion('mid')) === 1, 15_000);
+      // The database ended its side too (idle in transaction past the same limit): no locks held.
+      await waitFor('no session left in the transaction', async () => {
+        const { rows } = await db.knex.raw(`select count(*)::int as n from pg_stat_activity where application_name = 'consumer-partitioned' and state like 'idle in transaction%'`);
+        return rows[0].n === 0;
+      }, 10_000);
+    } finally {
+      await Promise.all(consumers.splice(0).map((x) => x.stop()));
+      await proxy.close();
+      await viaProxy.destroy();
+    }
   });
 
   it('a second stop() resolves only once the consumer has stopped', async () => {

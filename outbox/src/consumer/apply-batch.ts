@@ -32,6 +32,8 @@ export interface ApplyOptions {
   handler: EventHandler;
   acceptFirstSeen: boolean;
   ignoreOrigin?: string;
+  /** See ConsumeOptions.transactionTimeoutMs. */
+  timeoutMs: number;
 }
 
 /**
@@ -45,8 +47,17 @@ export interface ApplyOptions {
 export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedEvent[]): Promise<Outcome[]> {
   const { handler } = opts;
   if (!handler.apply && !handler.applyAll) throw new Error('EventHandler needs apply or applyAll.');
-  return db.transaction(async (trx) => {
-    const fresh = await inboxClaim(trx, opts.consumer, events);
+  let deadline: NodeJS.Timeout | undefined;
+  let timedOut = false;
+  const work = db.transaction(async (trx) => {
+    // The deadline covers the rest, COMMIT included: a connection that went silent (a network
+    // partition, a dead load balancer) never answers, and nothing else would end the wait.
+    const connection = await (trx.client as { acquireConnection(): Promise<unknown> }).acquireConnection();
+    deadline = setTimeout(() => {
+      timedOut = true;
+      dropConnection(connection);
+    }, opts.timeoutMs);
+    const fresh = await inboxClaim(trx, opts.consumer, events, opts.timeoutMs);
     const outcomes: Outcome[] = [];
     const candidates: number[] = [];
     const seen = new Set<string>();
@@ -98,6 +109,21 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
     if (gaps.length) await inboxRelease(trx, opts.consumer, gaps);
     return outcomes;
   });
+  try {
+    return await work;
+  } catch (err) {
+    // ETIMEDOUT: treated like a lost connection (consume.ts): retried in place while the
+    // database does not answer, else a few times and then as a failed delivery.
+    if (timedOut) throw Object.assign(new Error(`transaction took longer than ${opts.timeoutMs} ms: its connection was dropped`), { code: 'ETIMEDOUT', cause: err });
+    throw err;
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+/** Ends a pg connection at once, whatever state it is in: its pending query fails, and knex's pool discards it. */
+function dropConnection(connection: unknown) {
+  (connection as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 async function applyNow(trx: Knex.Transaction, handler: EventHandler, events: ReceivedEvent[]) {

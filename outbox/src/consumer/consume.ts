@@ -5,6 +5,7 @@ import {
   connectAmqp,
   EVENTS_EXCHANGE,
   isTransientDbError,
+  MAX_TIMER_MS,
   sleep,
   settlesWithin,
   type Channel,
@@ -52,6 +53,13 @@ export interface ConsumeOptions {
   acceptFirstSeen?: boolean;
   /** Acknowledge without effect events whose origin is this (a service ignores its own echoes). */
   ignoreOrigin?: string;
+  /**
+   * Longest a batch's transaction may take, the handler's work included. Default 60,000 ms.
+   * Past it the transaction's connection is dropped (a connection that went silent mid-way would
+   * otherwise hold its batch for good) and the batch is retried; the database ends its side of
+   * it as soon as it idles that long between statements (idle_in_transaction_session_timeout).
+   */
+  transactionTimeoutMs?: number;
 }
 
 export interface Consumer {
@@ -134,9 +142,13 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     retry = {},
     acceptFirstSeen = false,
     ignoreOrigin,
+    transactionTimeoutMs = 60_000,
   } = options;
   if (!name) throw new Error('consume: `queue` (the consumer name) is required.');
   if (!bindings.length) throw new Error(`consume(${name}): give at least one binding, e.g. ["order.*"].`);
+  if (!(Number.isInteger(transactionTimeoutMs) && transactionTimeoutMs > 0 && transactionTimeoutMs <= MAX_TIMER_MS)) {
+    throw new Error(`consume(${name}): transactionTimeoutMs (${transactionTimeoutMs}) must be a whole number of ms above 0 and at most ${MAX_TIMER_MS}.`);
+  }
   const queues = consumerQueues(name);
   const delays = retryDelays(retry);
   const maxAttempts = delays.length + 1;
@@ -315,7 +327,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       if (!gen.alive) return; // the broker redelivers them
       let outcomes: Outcome[];
       try {
-        outcomes = await applyBatch(db, { consumer: name, handler, acceptFirstSeen, ignoreOrigin }, batch.map((d) => d.event));
+        outcomes = await applyBatch(db, { consumer: name, handler, acceptFirstSeen, ignoreOrigin, timeoutMs: transactionTimeoutMs }, batch.map((d) => d.event));
       } catch (err) {
         const code = (err as { code?: string }).code;
         const contended = typeof code === 'string' && CONTENTION_CODES.has(code);

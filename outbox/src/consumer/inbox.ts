@@ -2,17 +2,22 @@ import type { Knex } from 'knex';
 
 /**
  * Records these messages as dealt with, in the caller's transaction, and returns the ids that
- * were not there yet. A message another open transaction is recording makes this statement wait
+ * were not there yet; the transaction is then ended by the database if it idles longer than
+ * `idleTimeoutMs` between statements. A message another open transaction is recording makes this statement wait
  * for that transaction: committed, it counts as seen; rolled back, it is ours.
  */
-export async function inboxClaim(trx: Knex.Transaction, consumer: string, events: Array<{ id: string; type: string }>): Promise<Set<string>> {
+export async function inboxClaim(trx: Knex.Transaction, consumer: string, events: Array<{ id: string; type: string }>, idleTimeoutMs: number): Promise<Set<string>> {
   if (!events.length) return new Set();
+  // The set_config: the database ends this transaction if it idles longer than that between
+  // statements (its client gone silent), releasing the inbox rows it holds; set here rather
+  // than with a statement of its own, which would cost a round trip per transaction.
   const { rows } = await trx.raw<{ rows: Array<{ message_id: string }> }>(
     `insert into inbox (consumer, message_id, event_type)
      select ?, id, type from unnest(?::text[], ?::text[]) as m(id, type)
+      where set_config('idle_in_transaction_session_timeout', ?, true) is not null
      on conflict do nothing
      returning message_id`,
-    [consumer, events.map((e) => e.id), events.map((e) => e.type)],
+    [consumer, events.map((e) => e.id), events.map((e) => e.type), String(Math.round(idleTimeoutMs))],
   );
   return new Set(rows.map((r) => r.message_id));
 }
