@@ -49,7 +49,13 @@ export interface ConsumeOptions {
   batchSize?: number;
   /** Delay-queue retries before a message is parked in `<queue>.dead`. */
   retry?: RetryPolicy;
-  /** Apply the first version seen of an entity absent here, instead of requiring version 1. Default false. */
+  /**
+   * Apply the first version seen of an entity absent here, instead of requiring version 1.
+   * Default false. For consumers that start mid-stream on full-state events (DESIGN.md): a first
+   * event that fails and goes round the delay queues can be overtaken by the entity's next
+   * event, which is then the first seen; when the earlier one comes back it is stale and acked
+   * without effect (the state it carried is older than what was applied).
+   */
   acceptFirstSeen?: boolean;
   /** Acknowledge without effect events whose origin is this (a service ignores its own echoes). */
   ignoreOrigin?: string;
