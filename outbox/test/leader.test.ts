@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
 import { sleep } from '@strangler/platform';
 import { LeaderLease } from '../src/relay/leader.ts';
-import { waitFor } from './helpers.ts';
+import { tcpProxy, waitFor } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 
@@ -34,6 +34,34 @@ describe('leader lease', () => {
     } finally {
       stop.abort();
       await lease.release();
+    }
+  });
+
+  it('holds its session to tcp_user_timeout, and a query on it fails once the connection went silent', async () => {
+    const proxy = await tcpProxy(db.connection.host, db.connection.port);
+    const lease = new LeaderLease({
+      connection: { ...db.connection, host: '127.0.0.1', port: proxy.port },
+      applicationName: 'lease-silent',
+      instance: 'lease-silent',
+      retryMs: 50,
+      queryTimeoutMs: 1_000,
+      onError: () => {},
+    });
+    const stop = new AbortController();
+    try {
+      const tenure = await Promise.race([lease.acquire(stop.signal), sleep(10_000).then(() => null)]);
+      expect(tenure).not.toBeNull();
+      // Data left unacknowledged this long makes Postgres drop the connection (and the lock) even
+      // where keepalives cannot run.
+      expect((await tenure!.session.query('show tcp_user_timeout')).rows[0].tcp_user_timeout).toBe('15000');
+      proxy.partition('existing');
+      const started = Date.now();
+      await expect(tenure!.session.query('select 1')).rejects.toThrow(/timeout/i);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      stop.abort();
+      await lease.release();
+      await proxy.close();
     }
   });
 });

@@ -14,6 +14,12 @@ export interface LeaseOptions {
   instance: string;
   /** How often a follower tries to take the lease. */
   retryMs: number;
+  /**
+   * Longest a query on the lease session may wait for its answer before failing (which ends the
+   * tenure). Default 35,000 ms: above the session's statement_timeout (30 s), so it only fires
+   * when the connection went silent.
+   */
+  queryTimeoutMs?: number;
   onError(err: unknown): void;
 }
 
@@ -34,8 +40,10 @@ export interface Tenure {
  *
  * Failure modes: Postgres frees the lock the moment the holder's socket closes (SIGKILL closes
  * it at once); a silently partitioned holder is cut off by TCP keepalives after about
- * 5 + 3 x 2 = 11 s. Followers retry every `retryMs` (1 s by default), so a dead leader is
- * replaced within ~1-2 s, or ~13 s after a partition.
+ * 5 + 3 x 2 = 11 s, or by tcp_user_timeout 15 s after data it sent went unacknowledged.
+ * Followers retry every `retryMs` (1 s by default), so a dead leader is replaced within ~1-2 s,
+ * or ~13-17 s after a partition. The partitioned holder itself learns it within
+ * `queryTimeoutMs` of its next query (35 s by default) and stops leading.
  */
 export class LeaderLease {
   private session: pg.Client | null = null;
@@ -98,6 +106,7 @@ export class LeaderLease {
       keepAlive: true,
       keepAliveInitialDelayMillis: 5_000,
       connectionTimeoutMillis: 5_000,
+      query_timeout: this.opts.queryTimeoutMs ?? 35_000,
     });
     const lost = (err?: unknown) => {
       if (this.session !== client) return;
@@ -108,8 +117,10 @@ export class LeaderLease {
     client.on('end', () => lost());
     try {
       await client.connect();
-      // - Server-side keepalives so Postgres frees the lock of a partitioned holder (see above);
-      //   a statement that hangs for 30 s means the session is unusable.
+      // - Server-side keepalives so Postgres frees the lock of a partitioned holder (see above),
+      //   and tcp_user_timeout for when the partition hits with data in flight (keepalives only
+      //   run on an idle connection; retransmissions would go on for ~15 minutes); a statement
+      //   that hangs for 30 s means the session is unusable.
       // - Marks commit without waiting for the WAL flush: a mark lost in a Postgres crash only
       //   republishes rows the consumers already have, and the relay's cycle gets shorter.
       // - Only plain index scans: the claim must walk the partial index in `seq` order, which
@@ -118,7 +129,7 @@ export class LeaderLease {
       //   dead entry again on every claim: measured here, claims grew from 0.9 to 5 ms within
       //   20 s at 500 events/s before vacuum caught up.
       await client.query(
-        `set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3; set statement_timeout = '30s';
+        `set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3; set tcp_user_timeout = 15000; set statement_timeout = '30s';
          set synchronous_commit = off; set enable_bitmapscan = off; set enable_seqscan = off`,
       );
     } catch (err) {
