@@ -1,6 +1,6 @@
 import type { GetMessage } from 'amqplib';
 import { connectAmqp, type ConfirmChannel } from '@strangler/platform';
-import { HEADERS } from '../envelope.ts';
+import { attemptsOf, HEADERS } from '../envelope.ts';
 import { sendCopy } from './retry.ts';
 import { consumerQueues } from './topology.ts';
 
@@ -117,7 +117,7 @@ function describeParked(msg: GetMessage): ParkedMessage {
     aggregateType: str(h[HEADERS.aggregateType]) ?? envelope.aggregateType,
     aggregateId: str(h[HEADERS.aggregateId]) ?? envelope.aggregateId,
     aggregateVersion: Number(h[HEADERS.aggregateVersion] ?? envelope.aggregateVersion) || undefined,
-    attempts: Number(h[HEADERS.attempts] ?? 0) || 0,
+    attempts: attemptsOf(h),
     error: str(h[HEADERS.parkedError]) ?? '',
     parkedAt: str(h[HEADERS.parkedAt]),
     body,
