@@ -307,7 +307,6 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     }
   }
 
-  /** True, with a dispatch scheduled for when it has waited PARALLEL_AFTER_MS, if a message that arrived at `at` is younger than that. */
   /** Whether the database answers a probe on a connection of its own (see MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS). */
   async function databaseAnswers(): Promise<boolean> {
     let answered = false;
@@ -318,6 +317,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     return answered;
   }
 
+  /** True, with a dispatch scheduled for when it has waited PARALLEL_AFTER_MS, if a message that arrived at `at` is younger than that. */
   function waitForRunning(at: number): boolean {
     const waited = performance.now() - at;
     if (waited >= PARALLEL_AFTER_MS) return false;

@@ -2,9 +2,9 @@ import type { Knex } from 'knex';
 
 /**
  * Records these messages as dealt with, in the caller's transaction, and returns the ids that
- * were not there yet; the transaction is then ended by the database if it idles longer than
- * `idleTimeoutMs` between statements. A message another open transaction is recording makes this statement wait
- * for that transaction: committed, it counts as seen; rolled back, it is ours.
+ * were not there yet; from then on the database ends the transaction if it idles longer than
+ * `idleTimeoutMs` between statements. A message another open transaction is recording makes
+ * this statement wait for that transaction: committed, it counts as seen; rolled back, it is ours.
  */
 export async function inboxClaim(trx: Knex.Transaction, consumer: string, events: Array<{ id: string; type: string }>, idleTimeoutMs: number): Promise<Set<string>> {
   if (!events.length) return new Set();

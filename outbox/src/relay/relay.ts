@@ -489,7 +489,7 @@ export function createRelay(options: RelayOptions): Relay {
  * tenure that went well, then 200-400 ms, 400-800 ms ... up to 5-10 s (LEAD_RETRY_MAX_MS). Half
  * of it is jitter; the other half is a floor, so a relay that keeps failing backs off for sure.
  */
-export function leadRetryDelay(failures: number): number {
+function leadRetryDelay(failures: number): number {
   if (failures <= 0) return 0;
   const ceiling = Math.min(LEAD_RETRY_MAX_MS, 400 * 2 ** Math.min(failures - 1, 20));
   return ceiling / 2 + (Math.random() * ceiling) / 2;
