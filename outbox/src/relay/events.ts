@@ -23,7 +23,7 @@ export interface RelayEventMap {
   'relay:mode': [{ mode: 'notify' | 'busy' | 'poll' }];
   'relay:batch:published': [{ count: number; failed: number; durationMs: number }];
   'relay:batch:failed': [{ count: number; error: unknown }];
-  /** A row that could not be published (unroutable, nacked, or unencodable as AMQP); it is retried after a backoff. */
+  /** A row that could not be published (unroutable, nacked, unencodable as AMQP, or refused by the broker); it is retried after a backoff. */
   'relay:publish:rejected': [{ id: string; eventType: string; kind: RejectionKind; reason: string }];
   'relay:retention:deleted': [{ count: number }];
   'relay:retention:error': [{ error: unknown }];

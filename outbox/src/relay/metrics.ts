@@ -10,7 +10,7 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
   const registers = [registry];
   const published = new Counter({ name: 'strangler_relay_published_total', help: 'Outbox rows published and confirmed by the broker.', registers });
   const batches = new Counter({ name: 'strangler_relay_batches_total', help: 'Batches published.', registers });
-  const rejected = new Counter({ name: 'strangler_relay_rejected_total', help: 'Rows refused (reason: unroutable, nacked, or unencodable as AMQP); retried later.', labelNames: ['reason'], registers });
+  const rejected = new Counter({ name: 'strangler_relay_rejected_total', help: 'Rows refused (reason: unroutable, nacked, unencodable as AMQP, or refused by the broker); retried later.', labelNames: ['reason'], registers });
   const errors = new Counter({ name: 'strangler_relay_errors_total', help: 'Errors by component.', labelNames: ['component'], registers });
   const batchSeconds = new Histogram({
     name: 'strangler_relay_batch_duration_seconds',

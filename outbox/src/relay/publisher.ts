@@ -15,7 +15,7 @@ export interface PublisherOptions {
   onUnblocked(): void;
 }
 
-export type RejectionKind = 'unroutable' | 'nacked' | 'unencodable';
+export type RejectionKind = 'unroutable' | 'nacked' | 'unencodable' | 'refused';
 
 export interface PublishResult {
   /** Acked by the broker and routed to at least one queue. */
@@ -24,7 +24,17 @@ export interface PublishResult {
   rejected: Array<{ row: OutboxRow; kind: RejectionKind; reason: string }>;
   /** Set when the channel or connection failed: rows in neither list stay unpublished. */
   transportError?: unknown;
+  /**
+   * The broker's reason when it closed the channel over a message it would not take (406
+   * PRECONDITION_FAILED: over its max_message_size, say): a row not confirmed, of this batch or
+   * of another one on the channel, is the cause. The relay then publishes such rows one at a
+   * time, and refuses the one the broker closes the channel on again.
+   */
+  refusedByBroker?: string;
 }
+
+/** AMQP reply code of a channel the broker closed over a message it would not take. */
+const PRECONDITION_FAILED = 406;
 
 /**
  * Publishes batches on a confirm channel: every message persistent and `mandatory`, the whole
@@ -92,6 +102,9 @@ export class Publisher {
     // Before amqplib's own close listener, which fails every pending confirm with "channel closed":
     // those rows were not refused by the broker and must be retried at once, in order.
     ch.prependOnceListener('close', onClose);
+    // The broker's reason, when it closed the channel: amqplib emits it just before 'close'.
+    const onError = (err: Error) => void (closed ??= err);
+    ch.prependOnceListener('error', onError);
     const outcomes: Array<Promise<void>> = [];
     try {
       for (const row of rows) {
@@ -170,8 +183,11 @@ export class Publisher {
       });
     } finally {
       ch.off('close', onClose);
+      ch.off('error', onError);
     }
-    return closed ? { ...result, transportError: closed } : result;
+    if (!closed) return result;
+    const refusedByBroker = (closed as { code?: unknown }).code === PRECONDITION_FAILED ? (closed as Error).message : undefined;
+    return { ...result, transportError: closed, ...(refusedByBroker ? { refusedByBroker } : {}) };
   }
 
   async stop(): Promise<void> {

@@ -217,6 +217,9 @@ export function createRelay(options: RelayOptions): Relay {
     const inFlight = new Map<Promise<void>, { seqs: number[]; generation: number }>();
     const staleBatches = () => [...inFlight].filter(([, b]) => b.generation !== pub.generation).map(([batch]) => batch);
     let confirmed: number[] = []; // confirmed, not yet marked: left out of claims until marked
+    // Rows to publish one at a time: those a batch left unconfirmed when the broker closed the
+    // channel over a message it would not take (PublishResult.refusedByBroker).
+    let isolating = 0;
     let failure: unknown = null;
     let transportFailed = false;
     let mode: 'notify' | 'busy' | 'poll' = opts.notify ? 'notify' : 'poll';
@@ -236,9 +239,16 @@ export function createRelay(options: RelayOptions): Relay {
     const markAlone = () => mode !== 'busy' || busyPollMs() > MARK_WITH_NEXT_CLAIM_MS;
 
     /** Publishes one batch and records the outcome; resolves false if the broker connection failed under it. */
-    async function publishRows(rows: OutboxRow[]): Promise<boolean> {
+    async function publishRows(rows: OutboxRow[], alone: boolean): Promise<boolean> {
       const started = performance.now();
       const result = await pub.publish(rows);
+      if (result.refusedByBroker) {
+        const settled = new Set([...result.confirmed, ...result.rejected.map((r) => r.row)]);
+        const unsettled = rows.filter((r) => !settled.has(r));
+        // Published alone, with nothing else on the channel: this row is the one.
+        if (alone && unsettled.length === 1) result.rejected.push({ row: unsettled[0]!, kind: 'refused', reason: `refused by the broker: ${result.refusedByBroker}` });
+        else isolating += unsettled.length;
+      }
       // What the broker confirmed is safe even when the batch failed part-way. It is marked by
       // the next claim when that comes within a short poll; otherwise now, on its own: a relay
       // that dies with confirmed rows unmarked makes the next leader publish them again.
@@ -296,7 +306,7 @@ export function createRelay(options: RelayOptions): Relay {
         const claimedAt = performance.now();
         let rows: OutboxRow[];
         try {
-          rows = await claimBatch(session, opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking);
+          rows = await claimBatch(session, isolating ? 1 : opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking);
         } catch (err) {
           confirmed = marking.concat(confirmed);
           throw err;
@@ -311,14 +321,20 @@ export function createRelay(options: RelayOptions): Relay {
         // The same two checks again: the connection may have failed during the claim. The rows
         // are simply claimed again, in order, once the failed batches settled.
         if (transportFailed || staleBatches().length) continue;
+        if (!rows.length) isolating = 0; // nothing left to isolate (refused, or published meanwhile)
         if (rows.length) {
-          const batch: Promise<void> = publishRows(rows).then(
+          // While isolating, each row goes out alone and settles before the next is claimed.
+          const alone = isolating > 0 && inFlight.size === 0;
+          const batch: Promise<void> = publishRows(rows, alone).then(
             (ok) => void (transportFailed ||= !ok),
             (err) => void (failure ??= err),
           );
           inFlight.set(batch, { seqs: rows.map((r) => r.seq), generation: pub.generation });
           void batch.finally(() => inFlight.delete(batch));
-          if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight.keys());
+          if (alone) {
+            await batch;
+            isolating--;
+          } else if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight.keys());
         }
         if (signal.aborted) break;
         windowCount += rows.length;
@@ -340,7 +356,7 @@ export function createRelay(options: RelayOptions): Relay {
             continue; // sweep right after switching, then once more at settleAt
           }
         }
-        if (rows.length === opts.batchSize) continue; // backlog: claim again at once
+        if (rows.length === opts.batchSize || (isolating && rows.length)) continue; // backlog, or rows to isolate: claim again at once
         // A loop: a batch whose confirms come in during the await adds to `confirmed` (it sees
         // `sleeping` false), and nothing else would mark those before the next claim.
         while (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0));
