@@ -236,9 +236,13 @@ describe('relay', () => {
     expect(scans.map((n) => n['Index Name']).sort()).toEqual(['outbox_pending_idx', 'outbox_retry_idx']);
     // What they read, kept or thrown away: the due row, none of the 5,000 waiting ones.
     expect(scans.reduce((sum, n) => sum + (n['Rows Removed by Filter'] ?? 0) + (n['Actual Rows'] ?? 0), 0)).toBe(1);
-    startRelay();
+    const relay = startRelay();
+    const registry = createRegistry({}, { defaults: false });
+    registerRelayMetrics(relay, registry);
     await waitFor('the due row published', async () => !!(await db.knex('outbox').where({ id: due.id }).first())?.published_at);
     expect(await unpublished()).toBe(5_000);
+    // Lag with a cause to look at: the refused rows count on their own.
+    expect(await registry.metrics()).toMatch(/strangler_relay_refused_rows 5000/);
     await db.knex('outbox').where({ event_type: 'item.unbound' }).delete();
   });
 

@@ -71,3 +71,6 @@ export async function markRejected(session: pg.Client, rejected: Array<{ seq: nu
 export const LAG_SQL = `select coalesce(extract(epoch from now() - least(
     (select created_at from outbox where published_at is null and next_attempt_at is null order by seq limit 1),
     (select min(created_at) from outbox where published_at is null and next_attempt_at is not null))), 0)::float8 as lag`;
+
+/** Unpublished rows refused at least once (unroutable, nacked, unencodable, refused by the broker), through `outbox_retry_idx`. */
+export const REFUSED_SQL = `select count(*)::int as n from outbox where published_at is null and next_attempt_at is not null`;

@@ -3,8 +3,8 @@ import { withTimeout } from '@strangler/platform';
 import type { Relay } from './relay.ts';
 
 /**
- * Prometheus metrics of a relay, fed by its lifecycle events; the lag gauge queries the oldest
- * unpublished row at scrape time (1 s bound, so a down database does not hang the scrape).
+ * Prometheus metrics of a relay, fed by its lifecycle events; the lag and refused-rows gauges
+ * query the outbox at scrape time (1 s bound each, so a down database does not hang the scrape).
  */
 export function registerRelayMetrics(relay: Relay, registry: Registry): void {
   const registers = [registry];
@@ -22,11 +22,23 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
   const notifyMode = new Gauge({ name: 'strangler_relay_notify_mode', help: '1 while the leader waits for NOTIFY, 0 while it polls.', registers });
   new Gauge({
     name: 'strangler_relay_lag_seconds',
-    help: 'Age of the oldest unpublished outbox row (0 when drained).',
+    help: 'Age of the oldest unpublished outbox row, refused ones included (0 when drained).',
     registers,
     async collect() {
       try {
         this.set(await withTimeout(relay.lagSeconds(), 1_000, 'lag query timed out'));
+      } catch {
+        errors.inc({ component: 'metrics' });
+      }
+    },
+  });
+  new Gauge({
+    name: 'strangler_relay_refused_rows',
+    help: 'Unpublished outbox rows refused at least once and waiting for a retry (strangler status lists them).',
+    registers,
+    async collect() {
+      try {
+        this.set(await withTimeout(relay.refusedRows(), 1_000, 'refused rows query timed out'));
       } catch {
         errors.inc({ component: 'metrics' });
       }

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { createDb, EVENTS_EXCHANGE, MAX_TIMER_MS, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
-import { claimBatch, LAG_SQL, markPublished, markRejected } from './claim.ts';
+import { claimBatch, LAG_SQL, markPublished, markRejected, REFUSED_SQL } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
 import { LeaderLease, type Tenure } from './leader.ts';
 import { OutboxListener } from './listener.ts';
@@ -74,6 +74,8 @@ export interface Relay {
   stop(): Promise<void>;
   /** Age in seconds of the oldest unpublished row (0 when drained). */
   lagSeconds(): Promise<number>;
+  /** Unpublished rows refused at least once and waiting for their retry (a lag with a cause to look at). */
+  refusedRows(): Promise<number>;
   /** Checks for `/readyz`: the database answers and the broker connection is open. */
   readinessChecks(): Record<string, ReadinessCheck>;
 }
@@ -485,6 +487,11 @@ export function createRelay(options: RelayOptions): Relay {
       if (!pool) return 0;
       const res = await pool.raw(LAG_SQL);
       return Number(res.rows[0]?.lag ?? 0);
+    },
+    async refusedRows() {
+      if (!pool) return 0;
+      const res = await pool.raw(REFUSED_SQL);
+      return Number(res.rows[0]?.n ?? 0);
     },
     readinessChecks() {
       return {
