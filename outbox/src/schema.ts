@@ -66,15 +66,36 @@ export async function createOutboxSchema(knex: Knex): Promise<void> {
  * for their retry (an event type nobody has bound a queue to yet can gather thousands of them)
  * cost a claim nothing until their time comes.
  *
- * Idempotent, for existing outboxes too (they had one `outbox_unpublished_idx` for both kinds):
- * with `concurrently`, the indexes are built without blocking writes, which needs a migration
- * that runs outside a transaction.
+ * Idempotent, for existing outboxes too (they had one `outbox_unpublished_idx` for both kinds,
+ * dropped once the new ones are valid): with `concurrently`, the indexes are built without
+ * blocking writes, which needs a migration that runs outside a transaction; a build that was
+ * interrupted is redone by the next run.
  */
 export async function createOutboxIndexes(knex: Knex, { concurrently = false } = {}): Promise<void> {
   const c = concurrently ? 'concurrently' : '';
-  await knex.raw(`create index ${c} if not exists outbox_pending_idx on outbox (seq) where published_at is null and next_attempt_at is null`);
-  await knex.raw(`create index ${c} if not exists outbox_retry_idx on outbox (next_attempt_at) where published_at is null and next_attempt_at is not null`);
+  const indexes = {
+    outbox_pending_idx: 'on outbox (seq) where published_at is null and next_attempt_at is null',
+    outbox_retry_idx: 'on outbox (next_attempt_at) where published_at is null and next_attempt_at is not null',
+  };
+  for (const [name, definition] of Object.entries(indexes)) {
+    // A concurrent build that was interrupted (a timeout, a cancel, a restart) leaves an invalid
+    // index behind, which `if not exists` would keep: built again instead.
+    if ((await indexValid(knex, name)) === false) await knex.raw(`drop index ${c} ${name}`);
+    await knex.raw(`create index ${c} if not exists ${name} ${definition}`);
+    if (!(await indexValid(knex, name))) throw new Error(`Index ${name} on outbox is not valid after it was built: run the migration again.`);
+  }
+  // Only once the claim can use the new ones.
   await knex.raw(`drop index ${c} if exists outbox_unpublished_idx`);
+}
+
+/** Whether the index `name` (in the current schema) is valid; null if there is none. */
+async function indexValid(knex: Knex, name: string): Promise<boolean | null> {
+  const { rows } = await knex.raw<{ rows: Array<{ valid: boolean }> }>(
+    `select i.indisvalid as valid from pg_index i join pg_class c on c.oid = i.indexrelid
+      where c.relname = ? and c.relnamespace = current_schema()::regnamespace`,
+    [name],
+  );
+  return rows[0]?.valid ?? null;
 }
 
 export async function dropOutboxSchema(knex: Knex): Promise<void> {
