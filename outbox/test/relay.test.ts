@@ -347,6 +347,22 @@ describe('relay', () => {
   });
 });
 
+describe('relay metrics when the outbox cannot be read', () => {
+  it('report lag and refused rows as unknown (NaN), not as a drained outbox', async () => {
+    // A typo in --db, or Postgres unreachable: 0 would read as drained, and a lag alert never fire.
+    // (prom-client writes NaN as "Nan", which Prometheus reads as NaN.)
+    const relay = startRelay({ connection: { ...db.connection, database: `${db.name}_no_such_database` } });
+    const registry = createRegistry({}, { defaults: false });
+    registerRelayMetrics(relay, registry);
+    let dbErrors = 0;
+    relay.events.on('relay:db:error', () => dbErrors++);
+    await waitFor('a database error', () => dbErrors > 0, 15_000);
+    const text = await registry.metrics();
+    expect(text).toMatch(/^strangler_relay_lag_seconds Nan$/m);
+    expect(text).toMatch(/^strangler_relay_refused_rows Nan$/m);
+  });
+});
+
 describe('closeAmqp', () => {
   it('drops the socket of a connection whose close already waits for a broker that stopped answering', async () => {
     const proxy = await partitionableProxy(broker.url);

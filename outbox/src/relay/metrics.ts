@@ -4,7 +4,8 @@ import type { Relay } from './relay.ts';
 
 /**
  * Prometheus metrics of a relay, fed by its lifecycle events; the lag and refused-rows gauges
- * query the outbox at scrape time (1 s bound each, so a down database does not hang the scrape).
+ * query the outbox at scrape time (1 s bound each, so a down database does not hang the scrape;
+ * NaN when the query failed).
  */
 export function registerRelayMetrics(relay: Relay, registry: Registry): void {
   const registers = [registry];
@@ -28,6 +29,9 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
       try {
         this.set(await withTimeout(relay.lagSeconds(), 1_000, 'lag query timed out'));
       } catch {
+        // Unknown, not 0 ("drained") nor the last value: an alert on lag must not go quiet
+        // while the relay cannot read its outbox.
+        this.set(NaN);
         errors.inc({ component: 'metrics' });
       }
     },
@@ -40,6 +44,7 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
       try {
         this.set(await withTimeout(relay.refusedRows(), 1_000, 'refused rows query timed out'));
       } catch {
+        this.set(NaN);
         errors.inc({ component: 'metrics' });
       }
     },
