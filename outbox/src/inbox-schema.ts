@@ -5,7 +5,8 @@ import type { Knex } from 'knex';
  * duplicate), written in the same transaction as the effect. A redelivered message finds its
  * row and is acknowledged without a second effect. Several consumers may share a database,
  * hence the `consumer` column. Rows only need to outlive redeliveries (minutes); the version
- * rule guards against anything older, so `pruneInbox` may drop rows after a few days.
+ * rule guards against anything older, so each consumer deletes its rows after
+ * `inboxRetentionMs` (7 days by default; consume.ts).
  */
 export async function createInboxSchema(knex: Knex): Promise<void> {
   await knex.schema.createTable('inbox', (t) => {

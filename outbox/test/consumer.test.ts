@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { createDb, type Channel, type ChannelModel } from '@strangler/platform';
-import { consume, consumerQueues, listParked, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
+import { consume, consumerQueues, listParked, pruneInbox, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
 import { HEADERS, toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
 import { main } from '../../scripts/src/cli.ts';
@@ -329,6 +329,25 @@ describe('consume', () => {
       await proxy.close();
       await viaProxy.destroy();
     }
+  });
+
+  it('prunes its own inbox rows past inboxRetentionMs, keeping recent ones and other consumers\'', async () => {
+    const c0 = `${broker.prefix}.c${n}`; // the name start() gives the next consumer
+    const old = db.knex.raw("now() - interval '2 days'");
+    await db.knex('inbox').insert([
+      ...['a', 'b', 'c'].map((id) => ({ consumer: c0, message_id: `old-${id}`, event_type: 'item.created', processed_at: old })),
+      { consumer: c0, message_id: 'recent', event_type: 'item.created' },
+      { consumer: 'someone-else', message_id: 'old-x', event_type: 'item.created', processed_at: old },
+    ]);
+    const c = await start({ inboxRetentionMs: 24 * 3_600_000, inboxPruneIntervalMs: 200 });
+    expect(c.queue).toBe(c0);
+    const pruned = await new Promise<number>((resolve) => c.events.once('consumer:inbox:pruned', ({ count }) => resolve(count)));
+    expect(pruned).toBe(3);
+    const left = await db.knex('inbox').orderBy(['consumer', 'message_id']).select('consumer', 'message_id');
+    expect(left.map((r) => `${r.consumer === c0 ? 'own' : r.consumer}/${r.message_id}`).sort()).toEqual(['own/recent', 'someone-else/old-x']);
+    // In statements of at most `chunk` rows: a first prune of a large inbox is many short ones.
+    await db.knex('inbox').insert(Array.from({ length: 5 }, (_, i) => ({ consumer: 'someone-else', message_id: `more-${i}`, event_type: 'item.created', processed_at: old })));
+    expect(await pruneInbox(db.knex, 'someone-else', 24 * 3_600_000, { chunk: 2 })).toBe(6);
   });
 
   it('a second stop() resolves only once the consumer has stopped', async () => {

@@ -17,6 +17,7 @@ import {
 import { attemptsOf, fromMessage, HEADERS, type ReceivedEvent } from '../envelope.ts';
 import { applyBatch, type EventHandler, type Outcome } from './apply-batch.ts';
 import { safeEmitConsumer, type ConsumerEventMap, type ConsumerEvents } from './events.ts';
+import { pruneInbox } from './inbox.ts';
 import { sendCopy } from './retry.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 import { AckWindow } from './ack-window.ts';
@@ -66,6 +67,15 @@ export interface ConsumeOptions {
    * it as soon as it idles that long between statements (idle_in_transaction_session_timeout).
    */
   transactionTimeoutMs?: number;
+  /**
+   * How long inbox rows are kept: the consumer deletes its older rows every
+   * `inboxPruneIntervalMs` (the first time a minute after it starts, or sooner if that is shorter). Default 7 days: far beyond
+   * any redelivery, and the version rule guards events older than that. null: never (prune with
+   * `pruneInbox` yourself).
+   */
+  inboxRetentionMs?: number | null;
+  /** Default 3,600,000 ms (hourly). */
+  inboxPruneIntervalMs?: number;
 }
 
 export interface Consumer {
@@ -149,11 +159,16 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     acceptFirstSeen = false,
     ignoreOrigin,
     transactionTimeoutMs = 60_000,
+    inboxRetentionMs = 7 * 24 * 3_600_000,
+    inboxPruneIntervalMs = 3_600_000,
   } = options;
   if (!name) throw new Error('consume: `queue` (the consumer name) is required.');
   if (!bindings.length) throw new Error(`consume(${name}): give at least one binding, e.g. ["order.*"].`);
-  if (!(Number.isInteger(transactionTimeoutMs) && transactionTimeoutMs > 0 && transactionTimeoutMs <= MAX_TIMER_MS)) {
-    throw new Error(`consume(${name}): transactionTimeoutMs (${transactionTimeoutMs}) must be a whole number of ms above 0 and at most ${MAX_TIMER_MS}.`);
+  for (const [key, value] of Object.entries({ transactionTimeoutMs, inboxPruneIntervalMs })) {
+    if (!(Number.isInteger(value) && value > 0 && value <= MAX_TIMER_MS)) throw new Error(`consume(${name}): ${key} (${value}) must be a whole number of ms above 0 and at most ${MAX_TIMER_MS}.`);
+  }
+  if (inboxRetentionMs !== null && !(Number.isFinite(inboxRetentionMs) && inboxRetentionMs >= 0)) {
+    throw new Error(`consume(${name}): inboxRetentionMs (${inboxRetentionMs}) must be a number of ms from 0, or null to keep the inbox for ever.`);
   }
   const queues = consumerQueues(name);
   const delays = retryDelays(retry);
@@ -418,6 +433,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   }
 
   await open();
+  const pruning = inboxRetentionMs === null ? null : pruneLoop(inboxRetentionMs);
 
   return {
     queue: name,
@@ -430,6 +446,20 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     },
   };
 
+  /** Deletes this consumer's inbox rows past retention, a minute after the start and then every inboxPruneIntervalMs. */
+  async function pruneLoop(retentionMs: number): Promise<void> {
+    await sleep(Math.min(60_000, inboxPruneIntervalMs), stopping.signal);
+    while (!stopped) {
+      try {
+        const count = await pruneInbox(db, name, retentionMs, { signal: stopping.signal });
+        if (count) emit('consumer:inbox:pruned', { queue: name, count });
+      } catch (error) {
+        if (!stopped) emit('consumer:error', { queue: name, component: 'db', error });
+      }
+      await sleep(inboxPruneIntervalMs, stopping.signal);
+    }
+  }
+
   async function stopConsumer(): Promise<void> {
     stopped = true;
     stopping.abort();
@@ -438,7 +468,8 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     if (gen?.alive && gen.tag) await settlesWithin(gen.ch.cancel(gen.tag), 2_000);
     pending = [];
     if (recheck) clearTimeout(recheck);
-    await settlesWithin(Promise.allSettled(running), 5_000);
+    // Running transactions finish; a prune in progress ends after its current statement.
+    await settlesWithin(Promise.allSettled([...running, ...(pruning ? [pruning] : [])]), 5_000);
     // A reconnect in flight notices `stopped` and closes what it opened, however late.
     if (reconnecting) await settlesWithin(reconnecting, 2_000);
     const last = current;

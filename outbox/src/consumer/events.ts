@@ -11,6 +11,8 @@ export interface ConsumerEventMap {
   /** A delivery failed (handler error or version gap) and went to a delay queue. */
   'consumer:message:retrying': [{ queue: string; id: string; attempts: number; delayMs: number; error: string }];
   'consumer:message:parked': [{ queue: string; id: string; attempts: number; error: string }];
+  /** Inbox rows past `inboxRetentionMs` deleted (only reported when there were some). */
+  'consumer:inbox:pruned': [{ queue: string; count: number }];
   'consumer:stopped': [{ queue: string }];
 }
 

@@ -27,8 +27,21 @@ export async function inboxRelease(trx: Knex.Transaction, consumer: string, ids:
   await trx.raw('delete from inbox where consumer = ? and message_id = any(?::text[])', [consumer, ids]);
 }
 
-/** Deletes inbox rows older than `olderThanMs` (keep them well beyond any redelivery: days). */
-export async function pruneInbox(knex: Knex, consumer: string, olderThanMs: number): Promise<number> {
-  const res = await knex.raw(`delete from inbox where consumer = ? and processed_at < now() - ? * interval '1 millisecond'`, [consumer, olderThanMs]);
-  return res.rowCount ?? 0;
+/**
+ * Deletes a consumer's inbox rows older than `olderThanMs` (keep them well beyond any
+ * redelivery: days), in statements of at most `chunk` rows, each its own short transaction, so
+ * a first prune of a large inbox neither holds locks nor bloats one transaction. Returns how
+ * many rows went; stops early, between statements, once `signal` aborts.
+ */
+export async function pruneInbox(knex: Knex, consumer: string, olderThanMs: number, { chunk = 10_000, signal }: { chunk?: number; signal?: AbortSignal } = {}): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const res = await knex.raw(
+      `delete from inbox where ctid = any(array(
+         select ctid from inbox where consumer = ? and processed_at < now() - ? * interval '1 millisecond' limit ?))`,
+      [consumer, olderThanMs, chunk],
+    );
+    deleted += res.rowCount ?? 0;
+    if ((res.rowCount ?? 0) < chunk || signal?.aborted) return deleted;
+  }
 }
