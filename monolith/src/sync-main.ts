@@ -23,9 +23,12 @@ try {
     concurrency: config.SYNC_CONCURRENCY,
     prefetch: config.SYNC_PREFETCH,
     retry: { maxAttempts: config.SYNC_RETRY_MAX_ATTEMPTS, baseMs: config.SYNC_RETRY_BASE_MS, maxMs: config.SYNC_RETRY_MAX_MS },
+    // Up and reporting on /readyz while the broker is down, rather than exiting (and being
+    // restarted in a loop by a supervisor).
+    connectInBackground: true,
   });
   const registry = createRegistry({ service: 'monolith-sync' });
-  const status = observeSync(consumer.events, registry, logger);
+  const status = observeSync(consumer, registry, logger);
 
   const app = express();
   app.disable('x-powered-by');

@@ -84,8 +84,9 @@ describe('monolith/src/sync-main.ts', () => {
     const started = startSync({});
     const url = await started.url;
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
-    const ready = await fetch(`${url}/readyz`);
-    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', broker: 'ok' } });
+    // Ready once its consumer connected (in the background: the process is up while the broker is not).
+    await waitFor('ready', async () => (await fetch(`${url}/readyz`)).status === 200, 10_000);
+    expect(await (await fetch(`${url}/readyz`)).json()).toEqual({ status: 'ready', checks: { database: 'ok', broker: 'ok' } });
 
     const n = randomUUID();
     await publish({ notificationId: n, version: 1 });

@@ -350,6 +350,30 @@ describe('consume', () => {
     expect(await pruneInbox(db.knex, 'someone-else', 24 * 3_600_000, { chunk: 2 })).toBe(6);
   });
 
+  it('with connectInBackground, resolves while the broker is unreachable and stops cleanly', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    proxy.goDown(); // the broker is down: every connection is dropped as soon as it is accepted
+    try {
+      const c = await start({ amqpUrl: proxy.url, connectInBackground: true });
+      let errors = 0;
+      c.events.on('consumer:error', () => errors++);
+      await waitFor('connection attempts failing', () => errors >= 2, 10_000);
+      expect(c.connected).toBe(false);
+      const started = Date.now();
+      await c.stop();
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('with connectInBackground, consumes once connected', async () => {
+    const c = await start({ connectInBackground: true });
+    await waitFor('connected', () => c.connected, 10_000);
+    publish('background', 1);
+    await waitFor('applied', async () => (await replicaVersion('background')) === 1);
+  });
+
   it('a second stop() resolves only once the consumer has stopped', async () => {
     const c = await start();
     let stopped = false;

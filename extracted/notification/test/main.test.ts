@@ -70,6 +70,8 @@ describe('main.ts', () => {
     const { child, url, grpc: grpcAddress, exit, logs } = await startService({ NOTIFICATION_PROVIDER_LATENCY_MS: '1500', NOTIFICATION_POLL_MS: '20' });
     expect(logs.join('\n')).toMatch(/"msg":"created database"/);
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    // Ready once its consumer connected (in the background: the APIs do not wait for the broker).
+    await waitFor('ready', async () => (await fetch(`${url}/readyz`)).status === 200, 10_000);
     expect(await (await fetch(`${url}/readyz`)).json()).toEqual({ status: 'ready', checks: { database: 'ok', broker: 'ok' } });
 
     const user = testUser();
@@ -105,7 +107,7 @@ describe('main.ts', () => {
   it('starts again on the now-migrated database and exits 0 at once when idle', async () => {
     const { child, url, exit, logs } = await startService();
     expect(logs.join('\n')).toMatch(/"msg":"schema up to date"/);
-    expect((await fetch(`${url}/readyz`)).status).toBe(200);
+    await waitFor('ready', async () => (await fetch(`${url}/readyz`)).status === 200, 10_000);
     const signalledAt = Date.now();
     child.kill('SIGTERM');
     expect(await within(exit, 10_000, 'exit after SIGTERM')).toEqual({ code: 0, signal: null });

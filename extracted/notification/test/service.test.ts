@@ -36,6 +36,7 @@ describe('startNotificationService (in-process, ports 0)', () => {
   });
 
   it('is ready once its database and broker answer', async () => {
+    await waitFor('ready', async () => (await fetch(`${service.httpUrl}/readyz`)).status === 200, 10_000);
     const res = await fetch(`${service.httpUrl}/readyz`);
     expect(await res.json()).toEqual({ status: 'ready', checks: { database: 'ok', broker: 'ok' } });
   });

@@ -26,6 +26,8 @@ export interface MonolithSyncOptions {
   prefetch?: number;
   /** Delay-queue retries (version gaps, refused payloads) before a message is parked. */
   retry?: RetryPolicy;
+  /** Resolve at once and connect to the broker in the background (see ConsumeOptions). Default false. */
+  connectInBackground?: boolean;
 }
 
 /**
@@ -53,5 +55,6 @@ export function startMonolithSync(options: MonolithSyncOptions): Promise<Consume
     prefetch: options.prefetch,
     retry: options.retry,
     ignoreOrigin: ORIGIN,
+    connectInBackground: options.connectInBackground,
   });
 }

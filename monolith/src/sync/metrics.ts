@@ -1,9 +1,9 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
-import type { ConsumerEvents } from '@strangler/outbox';
+import type { Consumer } from '@strangler/outbox';
 import type { Logger, Registry } from '@strangler/platform';
 
 export interface SyncStatus {
-  /** True while the consumer holds a broker connection (for `/readyz`). */
+  /** True while the consumer consumes (for `/readyz`). */
   connected(): boolean;
 }
 
@@ -14,9 +14,8 @@ export interface SyncStatus {
  * `monolith_sync_errors_total{component}`, `monolith_sync_connected`, and
  * `monolith_sync_lag_seconds` (event written at the writer of record -> applied here).
  */
-export function observeSync(events: ConsumerEvents, registry: Registry, logger: Logger): SyncStatus {
-  // Attached after consume() resolved, which it does once connected: its first `connected` event is past.
-  let connected = true;
+export function observeSync(consumer: Pick<Consumer, 'events' | 'connected'>, registry: Registry, logger: Logger): SyncStatus {
+  const { events } = consumer;
   const applied = new Counter({ name: 'monolith_sync_applied_total', help: 'Events applied to the monolith tables', labelNames: ['aggregate'], registers: [registry] });
   const skipped = new Counter({ name: 'monolith_sync_skipped_total', help: 'Events acknowledged without effect: duplicate (or older version), ignored (own origin)', labelNames: ['reason'], registers: [registry] });
   const retries = new Counter({ name: 'monolith_sync_retries_total', help: 'Deliveries sent to a delay queue (version gap or failure)', registers: [registry] });
@@ -28,15 +27,13 @@ export function observeSync(events: ConsumerEvents, registry: Registry, logger: 
     help: '1 while the sync consumer is connected to the broker',
     registers: [registry],
     collect() {
-      this.set(connected ? 1 : 0);
+      this.set(consumer.connected ? 1 : 0);
     },
   });
   events.on('consumer:connected', ({ queue }) => {
-    connected = true;
     logger.info({ queue }, 'sync consumer connected');
   });
   events.on('consumer:connection:lost', ({ queue, error }) => {
-    connected = false;
     logger.warn({ queue, err: error }, 'sync consumer lost its broker connection; reconnecting');
   });
   events.on('consumer:error', ({ component, error }) => {
@@ -61,8 +58,5 @@ export function observeSync(events: ConsumerEvents, registry: Registry, logger: 
     parked.inc();
     logger.error({ messageId: id, attempts, error }, 'sync event parked');
   });
-  events.on('consumer:stopped', () => {
-    connected = false;
-  });
-  return { connected: () => connected };
+  return { connected: () => consumer.connected };
 }

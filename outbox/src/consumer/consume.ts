@@ -76,11 +76,20 @@ export interface ConsumeOptions {
   inboxRetentionMs?: number | null;
   /** Default 3,600,000 ms (hourly). */
   inboxPruneIntervalMs?: number;
+  /**
+   * Resolve at once and make the first connection (and the queue declarations) in the
+   * background, retried with the reconnect backoff, instead of rejecting when the broker is down:
+   * for a service whose other work (HTTP, gRPC) must not wait for the broker. `connected` and
+   * `consumer:connected` say when it consumes. Default false.
+   */
+  connectInBackground?: boolean;
 }
 
 export interface Consumer {
   readonly queue: string;
   readonly events: ConsumerEvents;
+  /** True while it consumes `<queue>.events` (a channel open and the queues declared). */
+  readonly connected: boolean;
   /**
    * Stops taking messages, lets running transactions finish (at most ~5 s) and closes the
    * connection: within ~13 s in all, even if the broker stopped answering.
@@ -142,7 +151,8 @@ const PARALLEL_AFTER_MS = 3;
  * as long as the database does not answer (see MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS);
  * a handler error rolls the batch back and replays it one message per transaction, so only the
  * failing message goes to the delay queues, then to `<queue>.dead` after `maxAttempts`.
- * Resolves once consuming; rejects if the first connection or topology declaration fails.
+ * Resolves once consuming; rejects if the first connection or topology declaration fails (unless
+ * `connectInBackground`).
  */
 export async function consume(options: ConsumeOptions): Promise<Consumer> {
   const {
@@ -161,6 +171,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     transactionTimeoutMs = 60_000,
     inboxRetentionMs = 7 * 24 * 3_600_000,
     inboxPruneIntervalMs = 3_600_000,
+    connectInBackground = false,
   } = options;
   if (!name) throw new Error('consume: `queue` (the consumer name) is required.');
   if (!bindings.length) throw new Error(`consume(${name}): give at least one binding, e.g. ["order.*"].`);
@@ -235,6 +246,11 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     void gen.conn.close().catch(() => {});
     if (stopped) return;
     emit('consumer:connection:lost', { queue: name, error });
+    reconnect();
+  }
+
+  /** Connects again (or for the first time, in the background) with backoff until it consumes or stops. */
+  function reconnect() {
     reconnecting ??= (async () => {
       for (let attempt = 0; !stopped; attempt++) {
         await sleep(50 + backoffDelay(attempt, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
@@ -432,12 +448,16 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     }
   }
 
-  await open();
+  if (connectInBackground) reconnect();
+  else await open();
   const pruning = inboxRetentionMs === null ? null : pruneLoop(inboxRetentionMs);
 
   return {
     queue: name,
     events,
+    get connected() {
+      return !stopped && !!current?.alive && !current.opening;
+    },
     stop() {
       // A second call waits for the first one's work: resolving at once would let its caller
       // destroy the pool under transactions still running.

@@ -80,14 +80,12 @@ export async function startNotificationConsumer(options: NotificationConsumerOpt
     retry,
     acceptFirstSeen,
     ignoreOrigin: ORIGIN,
+    // The service's HTTP and gRPC APIs need only the database: they must not wait for the broker.
+    connectInBackground: true,
   });
-  let connected = true;
   const events = consumer.events;
-  events.on('consumer:connected', () => (connected = true));
-  events.on('consumer:connection:lost', ({ error }) => {
-    connected = false;
-    logger?.warn({ err: error, queue }, 'consumer lost its broker connection; reconnecting');
-  });
+  events.on('consumer:connected', () => logger?.info({ queue }, 'consumer connected'));
+  events.on('consumer:connection:lost', ({ error }) => logger?.warn({ err: error, queue }, 'consumer lost its broker connection; reconnecting'));
   events.on('consumer:error', ({ component, error }) => logger?.warn({ err: error, component, queue }, 'consumer error'));
   events.on('consumer:message:retrying', (e) => logger?.info(e, 'event retrying'));
   events.on('consumer:message:parked', (e) => logger?.error(e, 'event parked: fix the cause, then replay it (strangler parked)'));
@@ -105,10 +103,7 @@ export async function startNotificationConsumer(options: NotificationConsumerOpt
   }
   return {
     consumer,
-    connected: () => connected,
-    async stop() {
-      connected = false;
-      await consumer.stop();
-    },
+    connected: () => consumer.connected,
+    stop: () => consumer.stop(),
   };
 }
