@@ -69,9 +69,9 @@ export interface ConsumeOptions {
   transactionTimeoutMs?: number;
   /**
    * How long inbox rows are kept: the consumer deletes its older rows every
-   * `inboxPruneIntervalMs` (the first time a minute after it starts, or sooner if that is shorter). Default 7 days: far beyond
-   * any redelivery, and the version rule guards events older than that. null: never (prune with
-   * `pruneInbox` yourself).
+   * `inboxPruneIntervalMs` (the first time a minute after it starts, or sooner if that is
+   * shorter). Default 7 days: far beyond any redelivery, and the version rule guards events older
+   * than that. null: never (prune with `pruneInbox` yourself).
    */
   inboxRetentionMs?: number | null;
   /** Default 3,600,000 ms (hourly). */
