@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpConnections, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
-import { appendEvent, createRelay, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
+import pino from 'pino';
+import { appendEvent, createRelay, logRelayEvents, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
 import { CLAIM_SQL } from '../src/relay/claim.ts';
 import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
@@ -244,6 +245,25 @@ describe('relay', () => {
     // Lag with a cause to look at: the refused rows count on their own.
     expect(await registry.metrics()).toMatch(/strangler_relay_refused_rows 5000/);
     await db.knex('outbox').where({ event_type: 'item.unbound' }).delete();
+  });
+
+  it('logs refusals once per kind and event type as they happen, the rest as one summary line', async () => {
+    // 300 rows of an event type no queue is bound to: a line for each, every minute, would flood the log.
+    await db.knex.raw(
+      `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
+       select gen_random_uuid(), 'thing', 'thing-' || n, 1, 'thing.created', '{}' from generate_series(1, 300) n`,
+    );
+    const lines: Array<{ msg: string; count?: number; eventType?: string }> = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const relay = startRelay();
+    logRelayEvents(relay.events, logger, { refusalsSummaryMs: 300 });
+    await waitFor('every row refused once', async () => Number((await db.knex('outbox').where({ event_type: 'thing.created' }).where('attempts', '>', 0).count({ c: '*' }))[0]!.c) === 300);
+    await waitFor('the summary', () => lines.some((l) => l.msg.startsWith('broker refused events')), 5_000);
+    const refusals = lines.filter((l) => l.msg.startsWith('broker refused'));
+    expect(refusals.length).toBeLessThanOrEqual(3);
+    expect(refusals[0]).toMatchObject({ msg: 'broker refused an event; will retry', eventType: 'thing.created' });
+    expect(refusals.slice(1).reduce((n, l) => n + (l.count ?? 0), 0)).toBe(299);
+    await db.knex('outbox').where({ event_type: 'thing.created' }).delete();
   });
 
   it('refuses a row amqplib fails to encode, and goes on over a new connection', async () => {

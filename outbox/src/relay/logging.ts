@@ -1,8 +1,38 @@
 import type { Logger } from '@strangler/platform';
 import type { RelayEvents } from './events.ts';
 
+// Refused rows are retried every minute for as long as their cause lasts, and thousands may wait
+// (an event type nobody has bound a queue to yet): a line each would flood the log. The first
+// refusal of a kind and event type is logged as it happens, the rest as one line per kind and
+// event type every REFUSALS_SUMMARY_MS.
+const REFUSALS_SUMMARY_MS = 60_000;
+
 /** JSON logs for a relay's lifecycle events (per-batch events at debug level). */
-export function logRelayEvents(events: RelayEvents, logger: Logger): void {
+export function logRelayEvents(events: RelayEvents, logger: Logger, { refusalsSummaryMs = REFUSALS_SUMMARY_MS } = {}): void {
+  const refusals = new Map<string, { kind: string; eventType: string; count: number; reason: string }>();
+  const seen = new Set<string>();
+  const summarise = () => {
+    for (const r of refusals.values()) logger.warn({ kind: r.kind, eventType: r.eventType, count: r.count, lastReason: r.reason }, 'broker refused events; they are retried (strangler status lists them)');
+    refusals.clear();
+  };
+  const timer = setInterval(summarise, refusalsSummaryMs).unref();
+  events.on('relay:publish:rejected', (e) => {
+    const key = `${e.kind}\u0000${e.eventType}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      logger.warn(e, 'broker refused an event; will retry');
+      return;
+    }
+    const r = refusals.get(key);
+    if (r) {
+      r.count++;
+      r.reason = e.reason;
+    } else refusals.set(key, { kind: e.kind, eventType: e.eventType, count: 1, reason: e.reason });
+  });
+  events.on('relay:stopped', () => {
+    clearInterval(timer);
+    summarise();
+  });
   events.on('relay:started', (e) => logger.info(e, 'relay started'));
   events.on('relay:stopped', (e) => logger.info(e, 'relay stopped'));
   events.on('relay:leader:acquired', (e) => logger.info(e, 'leader lease acquired'));
@@ -19,7 +49,6 @@ export function logRelayEvents(events: RelayEvents, logger: Logger): void {
   events.on('relay:mode', (e) => logger.debug(e, 'wake-up mode'));
   events.on('relay:batch:published', (e) => logger.debug(e, 'batch published'));
   events.on('relay:batch:failed', ({ count, error }) => logger.warn({ count, err: error }, 'batch failed; rows will be republished'));
-  events.on('relay:publish:rejected', (e) => logger.warn(e, 'broker refused an event; will retry'));
   events.on('relay:retention:deleted', (e) => logger.info(e, 'deleted published rows past retention'));
   events.on('relay:retention:error', ({ error }) => logger.warn({ err: error }, 'retention failed'));
 }
