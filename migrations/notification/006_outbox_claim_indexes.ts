@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { createOutboxIndexes } from '@strangler/outbox';
+import { createOutboxIndexes, dropOutboxIndexes } from '@strangler/outbox';
 
 /**
  * The outbox's claim indexes (createOutboxIndexes): rows refused by the broker leave the index
@@ -8,8 +8,4 @@ import { createOutboxIndexes } from '@strangler/outbox';
  */
 export const config = { transaction: false };
 export const up = (knex: Knex) => createOutboxIndexes(knex, { concurrently: true });
-export async function down(knex: Knex): Promise<void> {
-  await knex.raw('create index concurrently if not exists outbox_unpublished_idx on outbox (seq) where published_at is null');
-  await knex.raw('drop index concurrently if exists outbox_pending_idx');
-  await knex.raw('drop index concurrently if exists outbox_retry_idx');
-}
+export const down = (knex: Knex) => dropOutboxIndexes(knex, { concurrently: true });

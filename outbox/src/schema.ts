@@ -88,6 +88,14 @@ export async function createOutboxIndexes(knex: Knex, { concurrently = false } =
   await knex.raw(`drop index ${c} if exists outbox_unpublished_idx`);
 }
 
+/** Undoes createOutboxIndexes on an outbox that had them built by a migration: back to one claim index. */
+export async function dropOutboxIndexes(knex: Knex, { concurrently = false } = {}): Promise<void> {
+  const c = concurrently ? 'concurrently' : '';
+  await knex.raw(`create index ${c} if not exists outbox_unpublished_idx on outbox (seq) where published_at is null`);
+  await knex.raw(`drop index ${c} if exists outbox_pending_idx`);
+  await knex.raw(`drop index ${c} if exists outbox_retry_idx`);
+}
+
 /** Whether the index `name` (in the current schema) is valid; null if there is none. */
 async function indexValid(knex: Knex, name: string): Promise<boolean | null> {
   const { rows } = await knex.raw<{ rows: Array<{ valid: boolean }> }>(

@@ -21,34 +21,24 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
   });
   const leader = new Gauge({ name: 'strangler_relay_leader', help: '1 while this relay holds the leader lease.', registers });
   const notifyMode = new Gauge({ name: 'strangler_relay_notify_mode', help: '1 while the leader waits for NOTIFY, 0 while it polls.', registers });
-  new Gauge({
-    name: 'strangler_relay_lag_seconds',
-    help: 'Age of the oldest unpublished outbox row, refused ones included (0 when drained).',
-    registers,
-    async collect() {
-      try {
-        this.set(await withTimeout(relay.lagSeconds(), 1_000, 'lag query timed out'));
-      } catch {
-        // Unknown, not 0 ("drained") nor the last value: an alert on lag must not go quiet
-        // while the relay cannot read its outbox.
-        this.set(NaN);
-        errors.inc({ component: 'metrics' });
-      }
-    },
-  });
-  new Gauge({
-    name: 'strangler_relay_refused_rows',
-    help: 'Unpublished outbox rows refused at least once and waiting for a retry (strangler status lists them).',
-    registers,
-    async collect() {
-      try {
-        this.set(await withTimeout(relay.refusedRows(), 1_000, 'refused rows query timed out'));
-      } catch {
-        this.set(NaN);
-        errors.inc({ component: 'metrics' });
-      }
-    },
-  });
+  // Read from the outbox at scrape time. On failure NaN, not 0 ("drained") nor the last value:
+  // an alert on lag must not go quiet while the relay cannot read its outbox.
+  const outboxGauge = (name: string, help: string, read: () => Promise<number>) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      async collect() {
+        try {
+          this.set(await withTimeout(read(), 1_000, `${name} query timed out`));
+        } catch {
+          this.set(NaN);
+          errors.inc({ component: 'metrics' });
+        }
+      },
+    });
+  outboxGauge('strangler_relay_lag_seconds', 'Age of the oldest unpublished outbox row, refused ones included (0 when drained).', () => relay.lagSeconds());
+  outboxGauge('strangler_relay_refused_rows', 'Unpublished outbox rows refused at least once and waiting for a retry (strangler status lists them).', () => relay.refusedRows());
   leader.set(0);
   const ev = relay.events;
   ev.on('relay:batch:published', ({ count, durationMs }) => {

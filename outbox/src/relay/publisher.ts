@@ -83,12 +83,15 @@ export class Publisher {
     });
   }
 
-  /** Waits until a channel is open and the broker does not block us; false if `signal` aborted. */
-  async ready(signal: AbortSignal): Promise<boolean> {
+  /** Waits until a channel is open and the broker does not block us; false if `signal` aborted or `maxMs` passed first. */
+  async ready(signal: AbortSignal, maxMs = Infinity): Promise<boolean> {
+    const deadline = performance.now() + maxMs;
     while (!signal.aborted && !this.stopped) {
       if (this.isReady) return true;
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
       this.start();
-      await this.changed(signal, 1_000);
+      await this.changed(signal, Math.min(1_000, left));
     }
     return false;
   }

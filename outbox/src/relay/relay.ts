@@ -276,23 +276,11 @@ export function createRelay(options: RelayOptions): Relay {
           transportFailed = false;
         }
         if (confirmed.length && !pub.isReady) await markPublished(session, confirmed.splice(0)); // no claim until the broker is back
-        if (!pub.isReady) {
-          // A leader that cannot reach the broker hands the lease to one that can (see
-          // BROKER_LOST_HANDOVER_MS); while it waits, nothing is claimed.
-          // A timer of our own: AbortSignal.timeout() is held only weakly and can be collected
-          // before it fires.
-          const waiting = new AbortController();
-          const onAbort = () => waiting.abort();
-          signal.addEventListener('abort', onAbort, { once: true });
-          const timer = setTimeout(onAbort, BROKER_LOST_HANDOVER_MS);
-          const ready = await pub.ready(waiting.signal).finally(() => {
-            clearTimeout(timer);
-            signal.removeEventListener('abort', onAbort);
-          });
-          if (!ready) {
-            if (signal.aborted) break;
-            throw new BrokerLost(`no broker connection for ${BROKER_LOST_HANDOVER_MS / 1_000} s: giving up the lease to a relay that has one`);
-          }
+        // A leader that cannot reach the broker hands the lease to one that can (see
+        // BROKER_LOST_HANDOVER_MS); while it waits, nothing is claimed.
+        if (!(await pub.ready(signal, BROKER_LOST_HANDOVER_MS))) {
+          if (signal.aborted) break;
+          throw new BrokerLost(`no broker connection for ${BROKER_LOST_HANDOVER_MS / 1_000} s: giving up the lease to a relay that has one`);
         }
         if (transportFailed) continue; // a batch failed while we waited: settle it first
         // The publisher reconnected before a batch of the old connection noticed its loss (it was
