@@ -231,6 +231,25 @@ describe('consume', () => {
     await expect(check.checkQueue(events)).rejects.toThrow(/NOT_FOUND/);
   });
 
+  it('backs off from a broker that accepts connections and then drops them, and consumes once it keeps them', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    try {
+      proxy.dropAfter(100); // long enough to open the channels, declare the queues and consume
+      const c = await start({ amqpUrl: proxy.url, connectInBackground: true });
+      let connected = 0;
+      c.events.on('consumer:connected', () => connected++);
+      await new Promise((r) => setTimeout(r, 5_000));
+      // A fresh backoff after each drop makes ~17 connections in 5 s; one that grows, ~6.
+      expect(connected, 'connections that opened').toBeGreaterThanOrEqual(2);
+      expect(proxy.accepted).toBeLessThanOrEqual(11);
+      proxy.dropAfter(null);
+      publish('flapping-broker', 1);
+      await waitFor('applied once connections hold', async () => (await replicaVersion('flapping-broker')) === 1, 15_000);
+    } finally {
+      await proxy.close();
+    }
+  }, 30_000);
+
   it('stops within bounds when the broker stopped answering', async () => {
     const proxy = await partitionableProxy(broker.url);
     try {

@@ -30,18 +30,22 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
  * whatever either side sends, as a network partition would (writes succeed, nothing arrives):
  * every connection, or only those open now ('existing': one blackholed TCP flow, new ones work).
  * `goDown()` closes every connection and drops new ones as soon as they are accepted (the server
- * is down). `accepted` counts the connections it accepted.
+ * is down). `dropAfter(ms)` closes each connection accepted from then on `ms` after it was
+ * accepted (a server that takes connections and then drops them; null: no more). `accepted` counts the
+ * connections it accepted.
  */
 export async function tcpProxy(host: string, port: number) {
   let silent = false;
   let down = false;
   let accepted = 0;
+  let lifetimeMs: number | null = null;
   const silenced = new Set<net.Socket>();
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     accepted++;
     if (down) return void client.destroy();
     const upstream = net.connect(port, host);
+    if (lifetimeMs !== null) setTimeout(() => client.destroy(), lifetimeMs).unref();
     for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(from);
       from.on('data', (chunk) => {
@@ -65,6 +69,9 @@ export async function tcpProxy(host: string, port: number) {
       if (which === 'all') silent = true;
       else for (const s of sockets) silenced.add(s);
     },
+    dropAfter: (ms: number | null) => {
+      lifetimeMs = ms;
+    },
     goDown: () => {
       down = true;
       for (const s of sockets) s.destroy();
@@ -83,7 +90,7 @@ export async function partitionableProxy(brokerUrl: string) {
   const url = new URL(brokerUrl);
   url.hostname = '127.0.0.1';
   url.port = String(proxy.port);
-  return { ...proxy, url: url.toString() };
+  return Object.assign(proxy, { url: url.toString() }); // not a spread: it would freeze `accepted`
 }
 
 /**

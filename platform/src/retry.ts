@@ -15,6 +15,43 @@ export function backoffDelay(attempt: number, { baseMs = 100, maxMs = 10_000 }: 
   return Math.floor(Math.random() * ceiling);
 }
 
+/**
+ * Pauses between connection attempts to a server a long-lived connection is kept to (the broker,
+ * say): `50 ms + backoffDelay(failures)`, where failures counts failed attempts in a row and
+ * connections the server dropped within `stableMs` of opening. Counting only failed attempts is
+ * not enough: a server that accepts every connection and then drops it (one in trouble, or a
+ * proxy in front of one that is down) would be reconnected to at once, for ever.
+ */
+export class ReconnectBackoff {
+  private failures = 0;
+  private openedAt: number | null = null;
+
+  constructor(private readonly opts: BackoffOptions & { stableMs: number }) {}
+
+  /** The pause before the next attempt. */
+  delay(): number {
+    return 50 + backoffDelay(this.failures, this.opts);
+  }
+
+  /** An attempt failed. */
+  failed(): void {
+    this.failures++;
+  }
+
+  /** A connection opened. */
+  opened(): void {
+    this.openedAt = performance.now();
+  }
+
+  /** The open connection was lost: a failure if it was up for less than `stableMs`, else a fresh start. */
+  closed(): void {
+    if (this.openedAt === null) return;
+    const lived = performance.now() - this.openedAt;
+    this.openedAt = null;
+    this.failures = lived >= this.opts.stableMs ? 0 : this.failures + 1;
+  }
+}
+
 export const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve();

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import {
   backoffDelay,
   closeAmqp,
+  ReconnectBackoff,
   connectAmqp,
   EVENTS_EXCHANGE,
   isTransientDbError,
@@ -197,6 +198,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   let stopCall: Promise<void> | null = null;
   const stopping = new AbortController();
   let reconnecting: Promise<void> | null = null;
+  // A connection the broker drops within 10 s of opening counts as a failed attempt, so a broker
+  // that accepts and then drops every connection is not reconnected to ~5 times a second.
+  const reconnectBackoff = new ReconnectBackoff({ baseMs: 250, maxMs: 5_000, stableMs: 10_000 });
 
   async function open(): Promise<Generation> {
     const conn = await connectAmqp(amqpUrl, `${name}-consumer`);
@@ -221,6 +225,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       gen.tag = consumerTag;
       gen.opening = false;
       if (gen.lostWhileOpening) throw gen.lostWhileOpening;
+      reconnectBackoff.opened();
       emit('consumer:connected', { queue: name });
       return gen;
     } catch (err) {
@@ -243,6 +248,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       return;
     }
     retire(gen);
+    reconnectBackoff.closed();
     void gen.conn.close().catch(() => {});
     if (stopped) return;
     emit('consumer:connection:lost', { queue: name, error });
@@ -252,13 +258,14 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   /** Connects again (or for the first time, in the background) with backoff until it consumes or stops. */
   function reconnect() {
     reconnecting ??= (async () => {
-      for (let attempt = 0; !stopped; attempt++) {
-        await sleep(50 + backoffDelay(attempt, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
+      while (!stopped) {
+        await sleep(reconnectBackoff.delay(), stopping.signal);
         if (stopped) break;
         try {
           await open();
           break;
         } catch (error) {
+          reconnectBackoff.failed();
           emit('consumer:error', { queue: name, component: 'amqp', error });
         }
       }

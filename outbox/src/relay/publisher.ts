@@ -1,4 +1,4 @@
-import { backoffDelay, closeAmqp, connectAmqp, settlesWithin, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
+import { closeAmqp, connectAmqp, ReconnectBackoff, settlesWithin, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
 import { toMessage, unpublishable, type OutboxRow, type OutgoingMessage } from '../envelope.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 
@@ -35,6 +35,8 @@ export interface PublishResult {
 
 /** AMQP reply code of a channel the broker closed over a message it would not take. */
 const PRECONDITION_FAILED = 406;
+/** A connection the broker drops sooner than this after it opened counts as a failed attempt (see ReconnectBackoff). */
+const STABLE_CONNECTION_MS = 10_000;
 
 /**
  * Publishes batches on a confirm channel: every message persistent and `mandatory`, the whole
@@ -46,8 +48,9 @@ const PRECONDITION_FAILED = 406;
  * failure: unconfirmed rows are simply left for the next attempt, which may duplicate them.
  *
  * Failure modes: a closed connection or channel (broker restart, close_all_connections,
- * missing exchange) makes it reconnect in the background with jittered backoff (up to 250 ms,
- * 500 ms, 1 s ... capped at 5 s), re-declaring the exchange; while the broker has blocked the
+ * missing exchange) makes it reconnect in the background with jittered backoff (50 ms plus up
+ * to 250 ms, 500 ms, 1 s ... capped at 5 s, growing with failed attempts and with connections
+ * the broker dropped within 10 s), re-declaring the exchange; while the broker has blocked the
  * connection (resource alarm) no batch starts and the confirm timeout is suspended.
  */
 export class Publisher {
@@ -56,7 +59,10 @@ export class Publisher {
   private returned = new Map<string, string>();
   private stopped = false;
   private loop: Promise<void> | null = null;
-  private failures = 0;
+  private readonly backoff = new ReconnectBackoff({ baseMs: 250, maxMs: 5_000, stableMs: STABLE_CONNECTION_MS });
+  /** Set after the first attempt: every later one waits backoff.delay() first. */
+  private reconnecting = false;
+  private readonly stopping = new AbortController();
   private blocked = false;
   private channelGeneration = 0;
   private readonly wake = new EventTarget();
@@ -195,6 +201,7 @@ export class Publisher {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     this.wake.dispatchEvent(new Event('change'));
     const conn = this.conn;
     this.conn = null;
@@ -206,6 +213,11 @@ export class Publisher {
 
   private async connectLoop(): Promise<void> {
     while (!this.stopped && !this.channel) {
+      if (this.reconnecting) {
+        await sleep(this.backoff.delay(), this.stopping.signal);
+        if (this.stopped) return;
+      }
+      this.reconnecting = true;
       let conn: ChannelModel | null = null;
       try {
         conn = await connectAmqp(this.opts.url, this.opts.connectionName);
@@ -241,19 +253,20 @@ export class Publisher {
         this.channelGeneration++;
         this.returned = new Map();
         this.blocked = false;
-        this.failures = 0;
+        this.backoff.opened();
         this.opts.onConnected();
         this.wake.dispatchEvent(new Event('change'));
       } catch (err) {
         this.opts.onError(err);
         if (conn) await closeAmqp(conn);
-        await sleep(50 + backoffDelay(this.failures++, { baseMs: 250, maxMs: 5_000 }));
+        this.backoff.failed();
       }
     }
   }
 
   private onConnectionClosed(conn: ChannelModel, reason = new Error('broker connection closed')) {
     if (this.conn !== conn) return;
+    this.backoff.closed();
     this.conn = null;
     this.channel = null;
     this.blocked = false;
