@@ -31,7 +31,8 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
  * every connection, or only those open now ('existing': one blackholed TCP flow, new ones work).
  * `goDown()` closes every connection and drops new ones as soon as they are accepted (the server
  * is down). `dropAfter(ms)` closes each connection accepted from then on `ms` after it was
- * accepted (a server that takes connections and then drops them; null: no more). `accepted` counts the
+ * accepted (a server that takes connections and then drops them; null: no more). `stall(ms)`
+ * holds each new connection that long before the server sees it (a slow connect). `accepted` counts the
  * connections it accepted.
  */
 export async function tcpProxy(host: string, port: number) {
@@ -39,13 +40,21 @@ export async function tcpProxy(host: string, port: number) {
   let down = false;
   let accepted = 0;
   let lifetimeMs: number | null = null;
+  let stallMs = 0;
   const silenced = new Set<net.Socket>();
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     accepted++;
     if (down) return void client.destroy();
-    const upstream = net.connect(port, host);
     if (lifetimeMs !== null) setTimeout(() => client.destroy(), lifetimeMs).unref();
+    client.on('error', () => {});
+    // Until piped, what the client sends waits in its socket (no 'data' listener yet).
+    if (stallMs) setTimeout(() => pipe(client), stallMs).unref();
+    else pipe(client);
+  });
+  const pipe = (client: net.Socket) => {
+    if (client.destroyed) return;
+    const upstream = net.connect(port, host);
     for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(from);
       from.on('data', (chunk) => {
@@ -58,7 +67,7 @@ export async function tcpProxy(host: string, port: number) {
         to.destroy();
       });
     }
-  });
+  };
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as net.AddressInfo).port,
@@ -68,6 +77,9 @@ export async function tcpProxy(host: string, port: number) {
     partition: (which: 'all' | 'existing' = 'all') => {
       if (which === 'all') silent = true;
       else for (const s of sockets) silenced.add(s);
+    },
+    stall: (ms: number) => {
+      stallMs = ms;
     },
     dropAfter: (ms: number | null) => {
       lifetimeMs = ms;

@@ -37,6 +37,37 @@ describe('leader lease', () => {
     }
   });
 
+  it('a lease whose connect was in flight when it was given up does not take the lock afterwards', async () => {
+    // The relay stopped while its lease session was still connecting (a slow database): the
+    // connect completes after release(), and nothing in the process would ever free that lock.
+    const proxy = await tcpProxy(db.connection.host, db.connection.port);
+    proxy.stall(1_000);
+    const lease = new LeaderLease({
+      connection: { ...db.connection, host: '127.0.0.1', port: proxy.port },
+      applicationName: 'lease-stopped',
+      instance: 'lease-stopped',
+      retryMs: 50,
+      onError: () => {},
+    });
+    const stop = new AbortController();
+    const acquiring = lease.acquire(stop.signal);
+    try {
+      await waitFor('the lease connecting', () => proxy.accepted === 1);
+      stop.abort();
+      await lease.release();
+      expect(await Promise.race([acquiring, sleep(10_000).then(() => 'still waiting')])).toBeNull();
+      expect(await advisoryLocks()).toBe(0);
+      // Its session is closed too, not left open in the background.
+      await waitFor('no session left', async () => {
+        const { rows } = await db.knex.raw(`select count(*)::int as n from pg_stat_activity where application_name = 'lease-stopped'`);
+        return rows[0].n === 0;
+      }, 5_000);
+    } finally {
+      await lease.release();
+      await proxy.close();
+    }
+  });
+
   it('holds its session to tcp_user_timeout, and a query on it fails once the connection went silent', async () => {
     const proxy = await tcpProxy(db.connection.host, db.connection.port);
     const lease = new LeaderLease({

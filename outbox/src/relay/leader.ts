@@ -56,13 +56,18 @@ export class LeaderLease {
     return !!this.tenure && !this.tenure.signal.aborted;
   }
 
-  /** Waits until this process holds the lease; null if `signal` aborted first. */
+  /**
+   * Waits until this process holds the lease; null if `signal` aborted first, and then the
+   * session it opened is closed (it may have taken the lock while connecting or asking).
+   */
   async acquire(signal: AbortSignal): Promise<Tenure | null> {
     while (!signal.aborted) {
       try {
         const session = this.session ?? (await this.connect());
+        if (signal.aborted) break;
         const { rows } = await session.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', [...LOCK]);
         this.failures = 0;
+        if (signal.aborted) break;
         if (rows[0]?.ok) {
           const tenure = new AbortController();
           this.tenure = tenure;
@@ -83,6 +88,9 @@ export class LeaderLease {
         await sleep(50 + backoffDelay(this.failures++, { baseMs: 200, maxMs: 5_000 }), signal);
       }
     }
+    // Given up (the relay stopping, whose own release() may have come before the connect
+    // completed): no session of this call, and no lock, outlives it.
+    await this.release();
     return null;
   }
 
