@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
 import { appendEvent } from '@strangler/outbox';
@@ -9,14 +10,14 @@ const service = await createTestDatabase('notification');
 
 afterEach(() => vi.restoreAllMocks());
 
-async function runStatus(json: boolean, { overrides = {} as Record<string, string>, exitCode = 0 } = {}): Promise<string> {
+async function runStatus(json: boolean, { overrides = {} as Record<string, string>, exitCode = 0, timeout = undefined as string | undefined } = {}): Promise<string> {
   const out: string[] = [];
   vi.spyOn(console, 'log').mockImplementation((line: string) => void out.push(line));
   const set = { MONOLITH_DB: monolith.name, NOTIFICATION_SVC_DB: service.name, ...overrides };
   const env = Object.fromEntries(Object.keys(set).map((k) => [k, process.env[k]]));
   Object.assign(process.env, set);
   try {
-    expect(await status.run({ positionals: [], values: { json } })).toBe(exitCode);
+    expect(await status.run({ positionals: [], values: { json, timeout } })).toBe(exitCode);
   } finally {
     for (const [k, v] of Object.entries(env)) {
       if (v === undefined) delete process.env[k];
@@ -54,5 +55,26 @@ describe('strangler status', () => {
     expect(text).toMatch(/no_such_database_here\s+unreachable: .*does not exist/);
     const report = JSON.parse(await runStatus(true, { overrides: { AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, exitCode: 1 }));
     expect(report.brokerError).toMatch(/ECONNREFUSED/);
+  });
+
+  it('gives up on a database or a broker that does not answer within --timeout, and says so', async () => {
+    // A migration holding the outbox's lock: every statement on it waits.
+    const trx = await monolith.knex.transaction();
+    // A broker that accepts the connection and never answers.
+    const silent = net.createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      await trx.raw('lock table outbox in access exclusive mode');
+      const started = Date.now();
+      const report = JSON.parse(await runStatus(true, { timeout: '1', exitCode: 1, overrides: { AMQP_URL: `amqp://guest:guest@127.0.0.1:${(silent.address() as net.AddressInfo).port}` } }));
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(report.outboxes.find((o: { database: string }) => o.database === monolith.name).error).toMatch(/statement timeout/);
+      expect(report.outboxes.find((o: { database: string }) => o.database === service.name)).toMatchObject({ unpublished: 0 });
+      expect(report.brokerError).toMatch(/did not answer within 1 s/);
+    } finally {
+      await trx.rollback();
+      silent.close();
+    }
+    await expect(status.run({ positionals: [], values: { timeout: '0' } })).rejects.toThrow(/--timeout takes a number of seconds/);
   });
 });

@@ -1,5 +1,5 @@
-import { amqpEnv, connectAmqp, createDb, loadConfig, type ChannelModel } from '@strangler/platform';
-import type { Command } from '../cli.ts';
+import { amqpEnv, closeAmqp, connectAmqp, createDb, loadConfig, type ChannelModel } from '@strangler/platform';
+import { UsageError, type Command } from '../cli.ts';
 import { databases, type DatabaseEntry } from '../databases.ts';
 import { extractions } from '../extractions/index.ts';
 
@@ -28,8 +28,14 @@ interface BackfillStatus {
   updatedAt: string;
 }
 
-async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
-  const knex = createDb(db.connection, { applicationName: 'strangler-status', pool: { max: 1 } });
+/**
+ * A database that does not answer within `timeoutMs` (a statement waiting behind a migration's
+ * lock on the outbox, say) is reported unreachable: its statements time out, and so does the
+ * connect (at most 5 s, createDb's).
+ */
+async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
+  // statement_timeout for a database that answers but waits; query_timeout for one that went silent.
+  const knex = createDb({ ...db.connection, statement_timeout: timeoutMs, query_timeout: timeoutMs + 1_000 } as typeof db.connection, { applicationName: 'strangler-status', pool: { max: 1 } });
   try {
     const { rows } = await knex.raw(
       // In two parts, each through its own partial index (createOutboxIndexes).
@@ -63,6 +69,40 @@ async function outboxStatus(db: DatabaseEntry): Promise<{ outbox: OutboxStatus; 
   }
 }
 
+/**
+ * Each consumer's queue and parking queue, all read within `timeoutMs` (a broker that accepted the
+ * connection and then stopped answering), or an error saying so.
+ */
+async function brokerStatus(url: string, consumers: string[], timeoutMs: number): Promise<QueueStatus[]> {
+  let timer: NodeJS.Timeout | undefined;
+  let conn: ChannelModel | null = null;
+  let timedOut = false;
+  const connecting = connectAmqp(url, 'strangler-status');
+  // A connection that opens after the deadline is closed at once.
+  void connecting.then((c) => (timedOut ? closeAmqp(c) : undefined), () => {});
+  const work = (async () => {
+    conn = await connecting;
+    const queues: QueueStatus[] = [];
+    for (const c of consumers) queues.push(await queueStatus(conn, `${c}.events`), await queueStatus(conn, `${c}.dead`));
+    return queues;
+  })();
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          timedOut = true;
+          reject(new Error(`the broker did not answer within ${timeoutMs / 1_000} s`));
+        }, timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    work.catch(() => {});
+    if (conn) await closeAmqp(conn);
+  }
+}
+
 /** Passive checks only: a missing queue is reported, never created. */
 async function queueStatus(conn: ChannelModel, queue: string): Promise<QueueStatus> {
   const ch = await conn.createChannel();
@@ -80,25 +120,23 @@ async function queueStatus(conn: ChannelModel, queue: string): Promise<QueueStat
 
 export const command: Command = {
   summary: 'sync status: outbox lag per database, consumer and parking queues, backfill progress',
-  usage: 'npm run strangler -- status [--json]   (exits 1 when a database or the broker could not be read)',
-  options: { json: { type: 'boolean' } },
+  usage: 'npm run strangler -- status [--json] [--timeout SECONDS]   (exits 1 when a database or the broker could not be read within the timeout, default 10 s)',
+  options: { json: { type: 'boolean' }, timeout: { type: 'string' } },
   async run({ values }) {
+    const timeoutSeconds = values.timeout === undefined ? 10 : Number(values.timeout);
+    if (!(timeoutSeconds > 0 && timeoutSeconds <= 300)) throw new UsageError('--timeout takes a number of seconds above 0, at most 300.');
+    const timeoutMs = Math.round(timeoutSeconds * 1_000);
     const dbs = Object.values(databases());
-    const results = await Promise.all(dbs.map(outboxStatus));
     const consumers = [...new Set(Object.values(extractions).flatMap((e) => e.consumers))];
     let queues: QueueStatus[] = [];
     let brokerError: string | undefined;
-    try {
-      const conn = await connectAmqp(loadConfig(amqpEnv).AMQP_URL, 'strangler-status');
-      try {
-        for (const c of consumers) queues.push(await queueStatus(conn, `${c}.events`), await queueStatus(conn, `${c}.dead`));
-      } finally {
-        await conn.close();
-      }
-    } catch (err) {
-      brokerError = (err as Error).message;
-      queues = [];
-    }
+    const [results] = await Promise.all([
+      Promise.all(dbs.map((db) => outboxStatus(db, timeoutMs))),
+      brokerStatus(loadConfig(amqpEnv).AMQP_URL, consumers, timeoutMs).then(
+        (q) => void (queues = q),
+        (err: unknown) => void (brokerError = (err as Error).message),
+      ),
+    ]);
     const report = { outboxes: results.map((r) => r.outbox), queues, backfills: results.flatMap((r) => r.backfills), brokerError };
     if (values.json) {
       console.log(JSON.stringify(report));
