@@ -33,6 +33,8 @@ export interface OutboxRow {
   payload: string;
   headers: Record<string, string>;
   created_at: Date;
+  /** As claimed by the relay (relay/claim.ts): the broker closed the channel over this row the last time. */
+  refused_before?: boolean;
 }
 
 /** What a consumer's handler receives. */

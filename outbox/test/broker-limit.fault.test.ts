@@ -16,7 +16,7 @@ afterAll(async () => {
 });
 
 describe('a broker that refuses a message by closing the channel', () => {
-  it('refuses the row it closes the channel on, found by publishing the batch one row at a time, and publishes the others', async () => {
+  it('refuses the row it closes the channel on, found by publishing the batch one row at a time, publishes the others, and retries it alone', async () => {
     // Under the relay's own limit (16 MiB), over this broker's: RabbitMQ closes the channel
     // (406 PRECONDITION_FAILED), which on its own looks like a lost connection.
     await rabbitEval('application:set_env(rabbit, max_message_size, 65536).');
@@ -52,6 +52,21 @@ describe('a broker that refuses a message by closing the channel', () => {
       const got = await drainQueue(broker, tap);
       expect([...new Set(got.map((m) => m.id))].sort()).toEqual([...before, ...after].map((w) => w.id).sort());
       expect(got.length).toBeLessThanOrEqual(12);
+
+      // Its retry comes round with twenty new rows committed together: it goes out alone, so
+      // the broker closes one channel over it and nothing else fails or goes out twice.
+      const more = await db.knex.transaction(async (trx) => {
+        const written = [];
+        for (let i = 0; i < 20; i++) written.push(await writeEvent(trx, `limit-more-${i}`));
+        await trx('outbox').where({ id: big.id }).update({ next_attempt_at: trx.fn.now() });
+        return written;
+      });
+      await waitFor('the big row refused again', async () => (await db.knex('outbox').where({ id: big.id }).first()).attempts === 2);
+      await waitFor('the new rows published', async () => Number((await db.knex('outbox').whereNull('published_at').count({ c: '*' }))[0]!.c) === 1);
+      expect(refused).toEqual(['refused', 'refused']);
+      expect(connects).toBe(4);
+      const again = await drainQueue(broker, tap);
+      expect(again.map((m) => m.id).sort()).toEqual(more.map((w) => w.id).sort());
     } finally {
       await relay.stop();
     }

@@ -3,6 +3,9 @@ import type { OutboxRow } from '../envelope.ts';
 
 const MARK_SET = 'published_at = now(), attempts = attempts + 1, last_error = null, next_attempt_at = null';
 
+/** How `last_error` begins for a row the broker closed the channel over (PublishResult.refusedByBroker). */
+export const REFUSED_BY_BROKER = 'refused by the broker';
+
 /**
  * The claim query: the oldest unpublished rows that are due, in `seq` order: those never refused
  * through `outbox_pending_idx`, those whose retry is due through `outbox_retry_idx`
@@ -14,8 +17,12 @@ const MARK_SET = 'published_at = now(), attempts = attempts + 1, last_error = nu
  * The same statement first marks published the rows confirmed since the previous claim ($3):
  * one round trip per cycle instead of two. The selects run on the statement's snapshot, which
  * does not see that update, so they leave those rows out themselves.
+ *
+ * `refused_before`: the broker closed the channel over this row the last time (the relay then
+ * publishes it alone).
  */
-const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload::text as payload, headers, created_at`;
+const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload::text as payload, headers, created_at,
+  (last_error like '${REFUSED_BY_BROKER}:%') is true as refused_before`;
 export const CLAIM_SQL = `
   with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[]))
   select * from (

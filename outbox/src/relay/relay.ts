@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { createDb, EVENTS_EXCHANGE, MAX_TIMER_MS, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
-import { claimBatch, LAG_SQL, markPublished, markRejected, REFUSED_SQL } from './claim.ts';
+import { claimBatch, LAG_SQL, markPublished, markRejected, REFUSED_BY_BROKER, REFUSED_SQL } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
 import { LeaderLease, type Tenure } from './leader.ts';
 import { OutboxListener } from './listener.ts';
@@ -248,7 +248,7 @@ export function createRelay(options: RelayOptions): Relay {
         const settled = new Set([...result.confirmed, ...result.rejected.map((r) => r.row)]);
         const unsettled = rows.filter((r) => !settled.has(r));
         // Published alone, with nothing else on the channel: this row is the one.
-        if (alone && unsettled.length === 1) result.rejected.push({ row: unsettled[0]!, kind: 'refused', reason: `refused by the broker: ${result.refusedByBroker}` });
+        if (alone && unsettled.length === 1) result.rejected.push({ row: unsettled[0]!, kind: 'refused', reason: `${REFUSED_BY_BROKER}: ${result.refusedByBroker}` });
         else isolating += unsettled.length;
       }
       // What the broker confirmed is safe even when the batch failed part-way. It is marked by
@@ -263,6 +263,17 @@ export function createRelay(options: RelayOptions): Relay {
         emit('relay:batch:published', { count: result.confirmed.length, failed: result.rejected.length, durationMs: performance.now() - started });
       }
       return !result.transportError;
+    }
+
+    /** Publishes rows as one batch in flight; resolves once it settled (never rejects: the outcome is in `failure` and `transportFailed`). */
+    function publishBatch(batchRows: OutboxRow[], alone: boolean): Promise<void> {
+      const batch: Promise<void> = publishRows(batchRows, alone).then(
+        (ok) => void (transportFailed ||= !ok),
+        (err) => void (failure ??= err),
+      );
+      inFlight.set(batch, { seqs: batchRows.map((r) => r.seq), generation: pub.generation });
+      void batch.finally(() => inFlight.delete(batch));
+      return batch;
     }
 
     wakeup.notify(); // catch-up sweep on taking the lease
@@ -312,15 +323,20 @@ export function createRelay(options: RelayOptions): Relay {
         // are simply claimed again, in order, once the failed batches settled.
         if (transportFailed || staleBatches().length) continue;
         if (!rows.length) isolating = 0; // nothing left to isolate (refused, or published meanwhile)
+        const suspect = isolating ? undefined : rows.find((r) => r.refused_before);
+        if (suspect) {
+          // A row the broker closed the channel over before goes out alone when its retry is
+          // due, with nothing else on the channel: refused again, it costs one channel and no
+          // other row. In a batch it would fail the batch, whose unconfirmed rows would then be
+          // isolated and sent again, every time its retry came round. Then claim again.
+          await Promise.all(inFlight.keys());
+          if (!failure && !transportFailed) await publishBatch([suspect], true);
+          continue;
+        }
         if (rows.length) {
           // While isolating, each row goes out alone and settles before the next is claimed.
           const alone = isolating > 0 && inFlight.size === 0;
-          const batch: Promise<void> = publishRows(rows, alone).then(
-            (ok) => void (transportFailed ||= !ok),
-            (err) => void (failure ??= err),
-          );
-          inFlight.set(batch, { seqs: rows.map((r) => r.seq), generation: pub.generation });
-          void batch.finally(() => inFlight.delete(batch));
+          const batch = publishBatch(rows, alone);
           if (alone) {
             await batch;
             isolating--;
