@@ -53,8 +53,8 @@ describe('a broker that refuses a message by closing the channel', () => {
       expect([...new Set(got.map((m) => m.id))].sort()).toEqual([...before, ...after].map((w) => w.id).sort());
       expect(got.length).toBeLessThanOrEqual(12);
 
-      // Its retry comes round with twenty new rows committed together: it goes out alone, so
-      // the broker closes one channel over it and nothing else fails or goes out twice.
+      // Its retry comes round with twenty new rows committed together: it goes out alone, after
+      // them, so the broker closes one channel over it and nothing else fails or goes out twice.
       const more = await db.knex.transaction(async (trx) => {
         const written = [];
         for (let i = 0; i < 20; i++) written.push(await writeEvent(trx, `limit-more-${i}`));
@@ -64,6 +64,9 @@ describe('a broker that refuses a message by closing the channel', () => {
       await waitFor('the big row refused again', async () => (await db.knex('outbox').where({ id: big.id }).first()).attempts === 2);
       await waitFor('the new rows published', async () => Number((await db.knex('outbox').whereNull('published_at').count({ c: '*' }))[0]!.c) === 1);
       expect(refused).toEqual(['refused', 'refused']);
+      // One channel closed over it: one more connection, and no other after it.
+      await waitFor('the relay reconnected', () => connects >= 4);
+      await new Promise((r) => setTimeout(r, 1_000));
       expect(connects).toBe(4);
       const again = await drainQueue(broker, tap);
       expect(again.map((m) => m.id).sort()).toEqual(more.map((w) => w.id).sort());

@@ -234,12 +234,12 @@ describe('consume', () => {
   it('backs off from a broker that accepts connections and then drops them, and consumes once it keeps them', async () => {
     const proxy = await partitionableProxy(broker.url);
     try {
-      proxy.dropAfter(100); // long enough to open the channels, declare the queues and consume
+      proxy.dropAfter(400); // long enough to open the channels, declare the queues and consume (~50-90 ms idle)
       const c = await start({ amqpUrl: proxy.url, connectInBackground: true });
       let connected = 0;
       c.events.on('consumer:connected', () => connected++);
-      await new Promise((r) => setTimeout(r, 5_000));
-      // A fresh backoff after each drop makes ~17 connections in 5 s; one that grows, ~6.
+      await new Promise((r) => setTimeout(r, 10_000));
+      // A fresh backoff after each drop makes ~16 connections in 10 s; one that grows, ~7.
       expect(connected, 'connections that opened').toBeGreaterThanOrEqual(2);
       expect(proxy.accepted).toBeLessThanOrEqual(11);
       proxy.dropAfter(null);

@@ -14,15 +14,21 @@ export interface DbOptions {
   pool?: { min?: number; max?: number };
   /** Shown in pg_stat_activity, so a leaked or stuck connection names its owner. */
   applicationName?: string;
+  /**
+   * Longest a statement may run (statement_timeout, on the server) or wait for its answer (on the
+   * client, 1 s more: a server that went silent). Default none.
+   */
+  statementTimeoutMs?: number;
 }
 
 /** A knex instance on one database. The caller owns it and must `destroy()` it. */
-export function createDb(connection: PgConnection, { pool, applicationName = 'strangler' }: DbOptions = {}): Knex {
+export function createDb(connection: PgConnection, { pool, applicationName = 'strangler', statementTimeoutMs }: DbOptions = {}): Knex {
+  const timeouts = statementTimeoutMs === undefined ? {} : { statement_timeout: statementTimeoutMs, query_timeout: statementTimeoutMs + 1_000 };
   return knexFactory({
     client: 'pg',
     // A connect that hangs (host down, partition) fails after 5 s instead of holding a pool
     // slot until the OS gives up on the TCP handshake.
-    connection: { ...connection, application_name: applicationName, connectionTimeoutMillis: 5_000 },
+    connection: { ...connection, ...timeouts, application_name: applicationName, connectionTimeoutMillis: 5_000 },
     pool: { min: pool?.min ?? 0, max: pool?.max ?? 10, idleTimeoutMillis: 10_000 },
     acquireConnectionTimeout: 10_000,
     // Knex prints connection errors to the console as well as rejecting the query; the caller

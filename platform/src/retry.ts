@@ -43,6 +43,11 @@ export class ReconnectBackoff {
     this.openedAt = performance.now();
   }
 
+  /** We closed the open connection ourselves (a channel error, a confirm timeout): that says nothing of the server. */
+  abandoned(): void {
+    this.openedAt = null;
+  }
+
   /** The open connection was lost: a failure if it was up for less than `stableMs`, else a fresh start. */
   closed(): void {
     if (this.openedAt === null) return;

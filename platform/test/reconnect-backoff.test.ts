@@ -27,5 +27,10 @@ describe('ReconnectBackoff', () => {
     expect(ceilings(b)).toBe(249);
     b.closed(); // no connection open: nothing to count
     expect(ceilings(b)).toBe(249);
+    b.opened();
+    now += 100;
+    b.abandoned(); // closed by us, however soon: not the server's doing
+    b.closed();
+    expect(ceilings(b)).toBe(249);
   });
 });

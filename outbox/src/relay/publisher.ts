@@ -63,6 +63,8 @@ export class Publisher {
   /** Set after the first attempt: every later one waits backoff.delay() first. */
   private reconnecting = false;
   private readonly stopping = new AbortController();
+  /** Connections we closed ourselves (see onConnectionClosed). */
+  private readonly closedByUs = new WeakSet<ChannelModel>();
   private blocked = false;
   private channelGeneration = 0;
   private readonly wake = new EventTarget();
@@ -234,14 +236,23 @@ export class Publisher {
           this.wake.dispatchEvent(new Event('change'));
         });
         const ch = await c.createConfirmChannel();
-        ch.on('error', (err: unknown) => this.opts.onError(err));
+        // A channel the broker closed on its own (a channel-level close: 'error' with its reply
+        // code, then 'close'), over a message it refused (406) or a missing exchange (404); when
+        // the connection goes, its channels just close.
+        let channelClosedByBroker = false;
+        ch.on('error', (err: unknown) => {
+          if (typeof (err as { code?: unknown }).code === 'number') channelClosedByBroker = true;
+          this.opts.onError(err);
+        });
         ch.on('return', (msg: { properties: { messageId?: string }; fields: { replyText?: string } }) => {
           if (msg.properties.messageId) this.returned.set(msg.properties.messageId, msg.fields.replyText ?? 'NO_ROUTE');
         });
         // A channel closed by the broker (e.g. the exchange was deleted: 404 on publish) takes
         // the connection down with it, so one path (onConnectionClosed) handles every loss.
         ch.on('close', () => {
-          if (this.conn === c) void c.close().catch(() => {});
+          if (this.conn !== c) return;
+          if (channelClosedByBroker) this.closedByUs.add(c);
+          void c.close().catch(() => {});
         });
         await ch.assertExchange(this.opts.exchange, 'topic', { durable: true });
         if (this.stopped) {
@@ -266,7 +277,10 @@ export class Publisher {
 
   private onConnectionClosed(conn: ChannelModel, reason = new Error('broker connection closed')) {
     if (this.conn !== conn) return;
-    this.backoff.closed();
+    // A connection we closed (its channel closed over a message the broker refused, a confirm
+    // timeout) is no sign of a broker that drops connections: only the others count.
+    if (this.closedByUs.has(conn)) this.backoff.abandoned();
+    else this.backoff.closed();
     this.conn = null;
     this.channel = null;
     this.blocked = false;
@@ -286,6 +300,7 @@ export class Publisher {
   private reset(ch: ConfirmChannel, reason: Error) {
     const conn = this.conn;
     if (this.channel !== ch || !conn) return;
+    this.closedByUs.add(conn);
     this.onConnectionClosed(conn, reason);
     void closeAmqp(conn);
   }

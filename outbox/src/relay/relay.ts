@@ -326,9 +326,13 @@ export function createRelay(options: RelayOptions): Relay {
         const suspect = isolating ? undefined : rows.find((r) => r.refused_before);
         if (suspect) {
           // A row the broker closed the channel over before goes out alone when its retry is
-          // due, with nothing else on the channel: refused again, it costs one channel and no
-          // other row. In a batch it would fail the batch, whose unconfirmed rows would then be
-          // isolated and sent again, every time its retry came round. Then claim again.
+          // due, after the other rows of the claim and with nothing else on the channel:
+          // refused again, it costs one channel and no other row. In a batch it would fail the
+          // batch, whose unconfirmed rows would then be isolated and sent again, every time its
+          // retry came round. One such row per claim, so that however many are due, the others
+          // keep flowing. Then claim again at once.
+          const others = rows.filter((r) => !r.refused_before);
+          if (others.length) void publishBatch(others, false);
           await Promise.all(inFlight.keys());
           if (!failure && !transportFailed) await publishBatch([suspect], true);
           continue;

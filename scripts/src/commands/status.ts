@@ -1,4 +1,4 @@
-import { amqpEnv, closeAmqp, connectAmqp, createDb, loadConfig, type ChannelModel } from '@strangler/platform';
+import { amqpEnv, closeAmqp, connectAmqp, createDb, loadConfig, settlesWithin, type ChannelModel, type Knex } from '@strangler/platform';
 import { UsageError, type Command } from '../cli.ts';
 import { databases, type DatabaseEntry } from '../databases.ts';
 import { extractions } from '../extractions/index.ts';
@@ -29,14 +29,37 @@ interface BackfillStatus {
 }
 
 /**
- * A database that does not answer within `timeoutMs` (a statement waiting behind a migration's
- * lock on the outbox, say) is reported unreachable: its statements time out, and so does the
- * connect (at most 5 s, createDb's).
+ * Rejects with "`what` did not answer within N s" unless `work` settles within `timeoutMs`.
+ * `work` goes on in the background: the caller must not need it to end (the CLI exits).
+ */
+async function within<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  work.catch(() => {});
+  try {
+    return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not answer within ${timeoutMs / 1_000} s`)), timeoutMs)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A database whose check does not finish within `timeoutMs` (a statement waiting behind a
+ * migration's lock on the outbox, say) is reported unreachable; its statements time out too,
+ * on the server, so they do not linger.
  */
 async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
-  // statement_timeout for a database that answers but waits; query_timeout for one that went silent.
-  const knex = createDb({ ...db.connection, statement_timeout: timeoutMs, query_timeout: timeoutMs + 1_000 } as typeof db.connection, { applicationName: 'strangler-status', pool: { max: 1 } });
+  const knex = createDb(db.connection, { applicationName: 'strangler-status', pool: { max: 1 }, statementTimeoutMs: timeoutMs });
   try {
+    return await within(outboxQueries(db, knex), timeoutMs, 'the database');
+  } catch (err) {
+    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, refused: { count: 0, first: [] }, error: (err as Error).message }, backfills: [] };
+  } finally {
+    await settlesWithin(knex.destroy(), 1_000); // a statement still waiting holds it up
+  }
+}
+
+async function outboxQueries(db: DatabaseEntry, knex: Knex): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
+  {
     const { rows } = await knex.raw(
       // In two parts, each through its own partial index (createOutboxIndexes).
       `select count(*)::int as n, extract(epoch from now() - min(created_at))::float as age from (
@@ -62,10 +85,6 @@ async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ out
     const first = (refusedRows.rows as Array<{ seq: number; event_type: string; last_error: string; total: number }>).map((r) => ({ seq: Number(r.seq), eventType: r.event_type, error: r.last_error }));
     const refused = { count: refusedRows.rows[0]?.total ?? 0, first };
     return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age), unroutable, refused }, backfills };
-  } catch (err) {
-    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, refused: { count: 0, first: [] }, error: (err as Error).message }, backfills: [] };
-  } finally {
-    await knex.destroy();
   }
 }
 
@@ -73,33 +92,22 @@ async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ out
  * Each consumer's queue and parking queue, all read within `timeoutMs` (a broker that accepted the
  * connection and then stopped answering), or an error saying so.
  */
-async function brokerStatus(url: string, consumers: string[], timeoutMs: number): Promise<QueueStatus[]> {
-  let timer: NodeJS.Timeout | undefined;
-  let conn: ChannelModel | null = null;
-  let timedOut = false;
-  const connecting = connectAmqp(url, 'strangler-status');
-  // A connection that opens after the deadline is closed at once.
-  void connecting.then((c) => (timedOut ? closeAmqp(c) : undefined), () => {});
-  const work = (async () => {
-    conn = await connecting;
-    const queues: QueueStatus[] = [];
-    for (const c of consumers) queues.push(await queueStatus(conn, `${c}.events`), await queueStatus(conn, `${c}.dead`));
-    return queues;
-  })();
+async function brokerStatus(consumers: string[], timeoutMs: number): Promise<QueueStatus[]> {
+  const connecting = connectAmqp(loadConfig(amqpEnv).AMQP_URL, 'strangler-status');
   try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          timedOut = true;
-          reject(new Error(`the broker did not answer within ${timeoutMs / 1_000} s`));
-        }, timeoutMs);
-      }),
-    ]);
+    return await within(
+      (async () => {
+        const conn = await connecting;
+        const queues: QueueStatus[] = [];
+        for (const c of consumers) queues.push(await queueStatus(conn, `${c}.events`), await queueStatus(conn, `${c}.dead`));
+        return queues;
+      })(),
+      timeoutMs,
+      'the broker',
+    );
   } finally {
-    clearTimeout(timer);
-    work.catch(() => {});
-    if (conn) await closeAmqp(conn);
+    // Also a connection that opens after the deadline.
+    void connecting.then((c) => closeAmqp(c), () => {});
   }
 }
 
@@ -132,7 +140,7 @@ export const command: Command = {
     let brokerError: string | undefined;
     const [results] = await Promise.all([
       Promise.all(dbs.map((db) => outboxStatus(db, timeoutMs))),
-      brokerStatus(loadConfig(amqpEnv).AMQP_URL, consumers, timeoutMs).then(
+      brokerStatus(consumers, timeoutMs).then(
         (q) => void (queues = q),
         (err: unknown) => void (brokerError = (err as Error).message),
       ),
