@@ -2,11 +2,11 @@ import { EventEmitter } from 'node:events';
 import {
   backoffDelay,
   closeAmqp,
-  ReconnectBackoff,
   connectAmqp,
   EVENTS_EXCHANGE,
   isTransientDbError,
   MAX_TIMER_MS,
+  ReconnectBackoff,
   sleep,
   settlesWithin,
   type Channel,
