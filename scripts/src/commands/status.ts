@@ -1,4 +1,4 @@
-import { amqpEnv, closeAmqp, connectAmqp, createDb, loadConfig, settlesWithin, type ChannelModel, type Knex } from '@strangler/platform';
+import { amqpEnv, closeAmqp, connectAmqp, createDb, loadConfig, settlesWithin, withTimeout, type ChannelModel, type Knex } from '@strangler/platform';
 import { UsageError, type Command } from '../cli.ts';
 import { databases, type DatabaseEntry } from '../databases.ts';
 import { extractions } from '../extractions/index.ts';
@@ -29,20 +29,6 @@ interface BackfillStatus {
 }
 
 /**
- * Rejects with "`what` did not answer within N s" unless `work` settles within `timeoutMs`.
- * `work` goes on in the background: the caller must not need it to end (the CLI exits).
- */
-async function within<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  work.catch(() => {});
-  try {
-    return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not answer within ${timeoutMs / 1_000} s`)), timeoutMs)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
  * A database whose check does not finish within `timeoutMs` (a statement waiting behind a
  * migration's lock on the outbox, say) is reported unreachable; its statements time out too,
  * on the server, so they do not linger.
@@ -50,7 +36,7 @@ async function within<T>(work: Promise<T>, timeoutMs: number, what: string): Pro
 async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
   const knex = createDb(db.connection, { applicationName: 'strangler-status', pool: { max: 1 }, statementTimeoutMs: timeoutMs });
   try {
-    return await within(outboxQueries(db, knex), timeoutMs, 'the database');
+    return await withTimeout(outboxQueries(db, knex), timeoutMs, `the database did not answer within ${timeoutMs / 1_000} s`);
   } catch (err) {
     return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, refused: { count: 0, first: [] }, error: (err as Error).message }, backfills: [] };
   } finally {
@@ -59,33 +45,31 @@ async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ out
 }
 
 async function outboxQueries(db: DatabaseEntry, knex: Knex): Promise<{ outbox: OutboxStatus; backfills: BackfillStatus[] }> {
-  {
-    const { rows } = await knex.raw(
-      // In two parts, each through its own partial index (createOutboxIndexes).
-      `select count(*)::int as n, extract(epoch from now() - min(created_at))::float as age from (
-         select created_at from outbox where published_at is null and next_attempt_at is null
-         union all
-         select created_at from outbox where published_at is null and next_attempt_at is not null) unpublished`,
-    );
-    const hasBackfill = (await knex.raw(`select to_regclass('strangler_backfill') is not null as present`)).rows[0].present;
-    const backfills = hasBackfill
-      ? ((await knex('strangler_backfill').select('spec', 'done', 'copied', 'updated_at').orderBy('spec')) as Array<{ spec: string; done: boolean; copied: number; updated_at: Date }>).map(
-          (r) => ({ database: db.name, spec: r.spec, done: r.done, copied: Number(r.copied), updatedAt: r.updated_at.toISOString() }),
-        )
-      : [];
-    const held = await knex.raw(
-      `select event_type, count(*)::int as n from outbox where published_at is null and next_attempt_at is not null and last_error like 'unroutable%' group by event_type order by event_type`,
-    );
-    const unroutable = Object.fromEntries((held.rows as Array<{ event_type: string; n: number }>).map((r) => [r.event_type, r.n]));
-    // Nacked, or over AMQP's limits (relay/publisher.ts): these need a person, not a deployment.
-    const refusedRows = await knex.raw(
-      `select seq, event_type, last_error, count(*) over ()::int as total from outbox
-        where published_at is null and next_attempt_at is not null and last_error is not null and last_error not like 'unroutable%' order by seq limit 5`,
-    );
-    const first = (refusedRows.rows as Array<{ seq: number; event_type: string; last_error: string; total: number }>).map((r) => ({ seq: Number(r.seq), eventType: r.event_type, error: r.last_error }));
-    const refused = { count: refusedRows.rows[0]?.total ?? 0, first };
-    return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age), unroutable, refused }, backfills };
-  }
+  const { rows } = await knex.raw(
+    // In two parts, each through its own partial index (createOutboxIndexes).
+    `select count(*)::int as n, extract(epoch from now() - min(created_at))::float as age from (
+       select created_at from outbox where published_at is null and next_attempt_at is null
+       union all
+       select created_at from outbox where published_at is null and next_attempt_at is not null) unpublished`,
+  );
+  const hasBackfill = (await knex.raw(`select to_regclass('strangler_backfill') is not null as present`)).rows[0].present;
+  const backfills = hasBackfill
+    ? ((await knex('strangler_backfill').select('spec', 'done', 'copied', 'updated_at').orderBy('spec')) as Array<{ spec: string; done: boolean; copied: number; updated_at: Date }>).map(
+        (r) => ({ database: db.name, spec: r.spec, done: r.done, copied: Number(r.copied), updatedAt: r.updated_at.toISOString() }),
+      )
+    : [];
+  const held = await knex.raw(
+    `select event_type, count(*)::int as n from outbox where published_at is null and next_attempt_at is not null and last_error like 'unroutable%' group by event_type order by event_type`,
+  );
+  const unroutable = Object.fromEntries((held.rows as Array<{ event_type: string; n: number }>).map((r) => [r.event_type, r.n]));
+  // Nacked, or over AMQP's limits (relay/publisher.ts): these need a person, not a deployment.
+  const refusedRows = await knex.raw(
+    `select seq, event_type, last_error, count(*) over ()::int as total from outbox
+      where published_at is null and next_attempt_at is not null and last_error is not null and last_error not like 'unroutable%' order by seq limit 5`,
+  );
+  const first = (refusedRows.rows as Array<{ seq: number; event_type: string; last_error: string; total: number }>).map((r) => ({ seq: Number(r.seq), eventType: r.event_type, error: r.last_error }));
+  const refused = { count: refusedRows.rows[0]?.total ?? 0, first };
+  return { outbox: { database: db.name, unpublished: rows[0].n, oldestUnpublishedSeconds: rows[0].age === null ? null : Math.round(rows[0].age), unroutable, refused }, backfills };
 }
 
 /**
@@ -95,7 +79,7 @@ async function outboxQueries(db: DatabaseEntry, knex: Knex): Promise<{ outbox: O
 async function brokerStatus(consumers: string[], timeoutMs: number): Promise<QueueStatus[]> {
   const connecting = connectAmqp(loadConfig(amqpEnv).AMQP_URL, 'strangler-status');
   try {
-    return await within(
+    return await withTimeout(
       (async () => {
         const conn = await connecting;
         const queues: QueueStatus[] = [];
@@ -103,7 +87,7 @@ async function brokerStatus(consumers: string[], timeoutMs: number): Promise<Que
         return queues;
       })(),
       timeoutMs,
-      'the broker',
+      `the broker did not answer within ${timeoutMs / 1_000} s`,
     );
   } finally {
     // Also a connection that opens after the deadline.
