@@ -15,7 +15,7 @@ import type { Channel, ConsumeMessage } from '@strangler/platform';
  */
 export class AckWindow {
   /** Delivered, not yet acknowledged, in delivery order, from `head`. */
-  private readonly order: ConsumeMessage[] = [];
+  private readonly order: Array<ConsumeMessage | undefined> = [];
   private head = 0;
   private readonly finished = new Set<ConsumeMessage>();
 
@@ -30,7 +30,10 @@ export class AckWindow {
   finish(msgs: Iterable<ConsumeMessage>): void {
     for (const m of msgs) this.finished.add(m);
     let last: ConsumeMessage | null = null;
-    while (this.head < this.order.length && this.finished.delete(this.order[this.head]!)) last = this.order[this.head++]!;
+    while (this.head < this.order.length && this.finished.delete(this.order[this.head]!)) {
+      last = this.order[this.head]!;
+      this.order[this.head++] = undefined; // acked: not kept alive until the next splice
+    }
     if (this.head > 1_024 && this.head * 2 > this.order.length) {
       this.order.splice(0, this.head);
       this.head = 0;

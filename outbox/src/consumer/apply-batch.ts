@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { ReceivedEvent } from '../envelope.ts';
-import { inboxClaim, inboxRelease } from './inbox.ts';
+import { beginAndClaimSql, inboxRelease } from './inbox.ts';
+import { consumerTransaction } from './pg-transaction.ts';
 import { decideVersion } from './version-rule.ts';
 
 /**
@@ -49,15 +50,15 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
   if (!handler.apply && !handler.applyAll) throw new Error('EventHandler needs apply or applyAll.');
   let deadline: NodeJS.Timeout | undefined;
   let timedOut = false;
-  const work = db.transaction(async (trx) => {
+  const work = consumerTransaction(db, async (trx, connection) => {
     // The deadline covers the rest, COMMIT included: a connection that went silent (a network
     // partition, a dead load balancer) never answers, and nothing else would end the wait.
-    const connection = await (trx.client as { acquireConnection(): Promise<unknown> }).acquireConnection();
     deadline = setTimeout(() => {
       timedOut = true;
-      dropConnection(connection);
+      connection.connection?.stream?.destroy(); // its pending query fails, and knex's pool discards it
     }, opts.timeoutMs);
-    const fresh = await inboxClaim(trx, opts.consumer, events, opts.timeoutMs);
+    const results = await connection.query(beginAndClaimSql((v) => connection.escapeLiteral(v), opts.consumer, events, opts.timeoutMs));
+    const fresh = new Set((results as unknown as Array<{ rows: Array<{ message_id: string }> }>).at(-1)!.rows.map((r) => r.message_id));
     const outcomes: Outcome[] = [];
     const candidates: number[] = [];
     const seen = new Set<string>();
@@ -119,11 +120,6 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
   } finally {
     clearTimeout(deadline);
   }
-}
-
-/** Ends a pg connection at once, whatever state it is in: its pending query fails, and knex's pool discards it. */
-function dropConnection(connection: unknown) {
-  (connection as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 async function applyNow(trx: Knex.Transaction, handler: EventHandler, events: ReceivedEvent[]) {
