@@ -107,4 +107,43 @@ describe('applyBatch', () => {
     expect(await applyBatch(p, opts(record, 'killed'), [e])).toEqual([{ kind: 'applied' }]);
     expect(await inbox('killed')).toEqual([[e.id, e.type]]);
   });
+
+  it('a handler query still under way when the handler throws is refused, not run after the ROLLBACK outside the transaction', async () => {
+    const e = event();
+    const straggler = `${e.id}-straggler`;
+    let late: Promise<unknown> | undefined;
+    const handler: EventHandler = {
+      async apply(trx, ev) {
+        late = trx.raw('select pg_sleep(0.05)').then(() => trx('applied').insert({ event_id: straggler, aggregate_id: ev.aggregateId, version: 0 }));
+        late.catch(() => {});
+        throw new Error('handler failed');
+      },
+    };
+    await expect(applyBatch(pool, opts(handler, 'straggler'), [e])).rejects.toThrow('handler failed');
+    await expect(late).rejects.toThrow(/already complete/);
+    expect(await appliedIds()).not.toContain(straggler);
+    expect(await inbox('straggler')).toEqual([]);
+  });
+
+  it('a handler that caught a failed statement and went on fails its batch: Postgres rolled it back at COMMIT', async () => {
+    const e = event();
+    const handler: EventHandler = {
+      async apply(trx, ev) {
+        await record.apply!(trx, ev);
+        await trx.raw('select 1 / 0').catch(() => {});
+      },
+    };
+    await expect(applyBatch(pool, opts(handler, 'caught'), [e])).rejects.toThrow(/rolled back at COMMIT/);
+    expect(await inbox('caught')).toEqual([]);
+    expect(await appliedIds()).not.toContain(e.id);
+  });
+
+  it('several batches at once on one pool each apply once', async () => {
+    const batches = Array.from({ length: 8 }, () => Array.from({ length: 5 }, () => event()));
+    const outcomes = await Promise.all(batches.map((b) => applyBatch(pool, opts(record, 'parallel'), b)));
+    expect(outcomes.flat()).toEqual(batches.flat().map(() => ({ kind: 'applied' })));
+    const ids = await appliedIds();
+    for (const e of batches.flat()) expect(ids.filter((id) => id === e.id)).toHaveLength(1);
+    expect(await inbox('parallel')).toHaveLength(40);
+  });
 });

@@ -5,10 +5,16 @@ import { consumerTransaction } from './pg-transaction.ts';
 import { decideVersion } from './version-rule.ts';
 
 /**
- * What a consumer does with events, inside the transaction that also writes the inbox. Give
- * `apply` (and `versionOf`), or their batch forms `applyAll` (and `versionsOf`) to do a whole
- * batch in one statement each: measured in bench/outbox.ts, the batch forms cut the consumer's
- * per-event work from two statements to a fraction of one.
+ * What a consumer does with events, inside the transaction that also writes the inbox. The
+ * transaction object (`trx`) is for the call it is given to: await every query on it before
+ * returning, and do not keep it. The consumer commits when the handler resolves and rolls back
+ * when it throws (`trx.commit()` and `trx.rollback()` are refused); it reuses one such object
+ * per pooled connection, so a `trx` kept past its call fails while that connection is idle, but
+ * would run inside a later batch's transaction.
+ *
+ * Give `apply` (and `versionOf`), or their batch forms `applyAll` (and `versionsOf`) to do a
+ * whole batch in one statement each: measured in bench/outbox.ts, the batch forms cut the
+ * consumer's per-event work from two statements to a fraction of one.
  */
 export interface EventHandler<P = Record<string, unknown>> {
   /** The effect of one event. Throwing rolls the batch back; the message is retried through the delay queues. */

@@ -30,7 +30,8 @@ const bound = new WeakMap<PgClient, Bound>();
 
 /**
  * Runs `work` in a transaction on a connection of `db`'s pool, like `db.transaction(work)`, at a
- * fraction of the cost, for the consumer's batches:
+ * fraction of the cost, for the consumer's batches (EventHandler says what a handler may do with
+ * the transaction object):
  *
  * - no BEGIN of its own: `work`'s first statement, sent on the connection it is given as a
  *   simple query, must begin the transaction itself (one round trip less);
@@ -49,7 +50,7 @@ const bound = new WeakMap<PgClient, Bound>();
  *
  * Relies on knex internals (knex 3.x): `client.transaction()` returns its Transaction at once and
  * only calls its `begin()` a turn later, takes the connection to use as an option, and checks
- * `isCompleted()` before each query. A knex that changed them fails outbox/test/consumer.test.ts.
+ * `isCompleted()` before each query. A knex that changed them fails outbox/test/apply-batch.test.ts.
  */
 export async function consumerTransaction<T>(db: Knex, work: (trx: Knex.Transaction, connection: PgClient) => Promise<T>): Promise<T> {
   const client = db.client as unknown as KnexClientInternals;
@@ -60,13 +61,20 @@ export async function consumerTransaction<T>(db: Knex, work: (trx: Knex.Transact
     b = await boundTo(client, connection);
     b.state.open = true;
     const result = await work(b.trx, connection);
-    await connection.query('commit');
+    // Closed before COMMIT goes out, as knex does: a handler query still on its way (not
+    // awaited, or left behind by a rejection) is refused instead of queued behind the COMMIT,
+    // where it would run on its own, outside the transaction.
+    b.state.open = false;
+    const { command } = (await connection.query('commit')) as { command?: string };
+    // Postgres answers the COMMIT of a transaction in which a statement failed with ROLLBACK,
+    // and no error: a handler caught that error and went on.
+    if (command !== 'COMMIT') throw new Error(`the transaction was rolled back at COMMIT (${command}): a statement in it failed, and the handler caught the error and went on`);
     return result;
   } catch (err) {
+    if (b) b.state.open = false;
     await connection.query('rollback').catch(() => {});
     throw err;
   } finally {
-    if (b) b.state.open = false;
     await client.releaseConnection(connection);
   }
 }
