@@ -8,7 +8,7 @@ export interface PgClient {
   connection?: { stream?: { destroy(): void } };
 }
 
-interface KnexTransactionInternals {
+interface KnexTransactionInternals extends PromiseLike<unknown> {
   begin(connection: unknown): Promise<unknown>;
   isCompleted(): boolean;
 }
@@ -87,7 +87,7 @@ export async function consumerTransaction<T>(db: Knex, work: (trx: Knex.Transact
 function boundTo(client: KnexClientInternals, connection: PgClient): Promise<Bound> {
   const existing = bound.get(connection);
   if (existing) return Promise.resolve(existing);
-  return new Promise<Bound>((resolve) => {
+  return new Promise<Bound>((resolve, reject) => {
     const state = { open: false };
     const transaction = client.transaction(
       (trx) => {
@@ -102,5 +102,11 @@ function boundTo(client: KnexClientInternals, connection: PgClient): Promise<Bou
     );
     transaction.begin = () => Promise.resolve();
     transaction.isCompleted = () => !state.open;
+    // Its body never settles, so neither should it: if it does (knex failed before calling the
+    // body, or works differently), say so rather than wait for good.
+    transaction.then(
+      () => reject(new Error('consume: knex ended the transaction of a pooled connection unexpectedly (a knex version this consumer does not know?)')),
+      reject,
+    );
   });
 }
