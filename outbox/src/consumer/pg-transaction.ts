@@ -91,7 +91,10 @@ function boundTo(client: KnexClientInternals, connection: PgClient): Promise<Bou
     const state = { open: false };
     const transaction = client.transaction(
       (trx) => {
-        const refuse = (what: string) => () => Promise.reject(new Error(`consume: a handler must not ${what} the batch's transaction; the consumer commits it when the handler resolves, and rolls it back when it throws.`));
+        // Thrown, not a rejected promise: called without await, a rejection would go unhandled.
+        const refuse = (what: string) => () => {
+          throw new Error(`consume: a handler must not ${what} the batch's transaction; the consumer commits it when the handler resolves, and rolls it back when it throws.`);
+        };
         Object.assign(trx, { commit: refuse('commit'), rollback: refuse('roll back') });
         const b: Bound = { trx, state };
         bound.set(connection, b);
