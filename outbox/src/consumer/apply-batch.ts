@@ -63,8 +63,9 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
       timedOut = true;
       connection.connection?.stream?.destroy(); // its pending query fails, and knex's pool discards it
     }, opts.timeoutMs);
-    const results = await connection.query(beginAndClaimSql((v) => connection.escapeLiteral(v), opts.consumer, events, opts.timeoutMs));
-    const fresh = new Set((results as unknown as Array<{ rows: Array<{ message_id: string }> }>).at(-1)!.rows.map((r) => r.message_id));
+    // One result per statement (begin, set, insert): the insert's rows are the new messages.
+    const results = (await connection.query(beginAndClaimSql((v) => connection.escapeLiteral(v), opts.consumer, events, opts.timeoutMs))) as Array<{ rows: Array<{ message_id: string }> }>;
+    const fresh = new Set(results.at(-1)!.rows.map((r) => r.message_id));
     const outcomes: Outcome[] = [];
     const candidates: number[] = [];
     const seen = new Set<string>();
