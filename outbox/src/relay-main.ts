@@ -43,6 +43,9 @@ failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
                                 database host is saturated, above the rates where latency counts
   RELAY_CONFIRM_TIMEOUT_MS      a batch not confirmed by the broker in this time is retried
                                 (default 10000)
+  RELAY_FULL_SCAN_INTERVAL_MS   how often a claim starts from the oldest row instead of above
+                                what is published: a row set back to unpublished by hand is
+                                published within this time (default 60000)
   RELAY_LEASE_RETRY_MS          how often a standby relay tries to take the lead (default 1000)
   RELAY_RETENTION_HOURS         published rows are deleted after this long (default 24)
   RELAY_RETENTION_INTERVAL_MS   how often retention runs (default 60000)

@@ -13,7 +13,8 @@ const late = await createTestDatabase('notification');
 const broker = await createTestBroker();
 
 function startRelay(connection: typeof monolith.connection): Relay {
-  const relay = createRelay({ connection, amqpUrl: broker.url, exchange: broker.exchange, pollIntervalMs: 100, leaseRetryMs: 100 });
+  // fullScanIntervalMs: a test below sets a published row back to unpublished by hand.
+  const relay = createRelay({ connection, amqpUrl: broker.url, exchange: broker.exchange, pollIntervalMs: 100, leaseRetryMs: 100, fullScanIntervalMs: 200 });
   void relay.start();
   afterAll(() => relay.stop());
   return relay;

@@ -1,51 +1,174 @@
 import type pg from 'pg';
 import type { OutboxRow } from '../envelope.ts';
+import { OUTBOX_XID_TRIGGER } from '../schema.ts';
 
 const MARK_SET = 'published_at = now(), attempts = attempts + 1, last_error = null, next_attempt_at = null';
 
 /** How `last_error` begins for a row the broker closed the channel over (PublishResult.refusedByBroker). */
 export const REFUSED_BY_BROKER = 'refused by the broker';
 
+// The floor's candidates (ClaimFloor): at most one transaction id taken per this interval.
+const CANDIDATE_INTERVAL_MS = 100;
+
 /**
  * The claim query: the oldest unpublished rows that are due, in `seq` order: those never refused
- * through `outbox_pending_idx`, those whose retry is due through `outbox_retry_idx`
- * (schema.ts), so refused rows that are not due yet are never walked. No high-water mark: a
- * transaction that commits late with a lower `seq` is simply found by the next claim. No row
- * locks either: only the leader claims (relay/leader.ts), and it runs this on the very session
- * that holds the lease, so a relay that lost its lease cannot claim or mark anything.
+ * through `outbox_pending_idx`, from the floor up ($4, see ClaimFloor), those whose retry is due
+ * through `outbox_retry_idx` (schema.ts), so refused rows that are not due yet are never walked.
+ * No high-water mark: a transaction that commits late with a lower `seq` is simply found by the
+ * next claim, since the floor never passes a transaction still running. No row locks either:
+ * only the leader claims (relay/leader.ts), and it runs this on the very session that holds the
+ * lease, so a relay that lost its lease cannot claim or mark anything.
  *
  * The same statement first marks published the rows confirmed since the previous claim ($3):
  * one round trip per cycle instead of two. The selects run on the statement's snapshot, which
  * does not see that update, so they leave those rows out themselves.
+ *
+ * Every result row (one with nulls when nothing is due) also carries what ClaimFloor needs:
+ * `high`, the highest `seq` committed (on the statement's snapshot); `xid`, only when $6 asks
+ * for it, this statement's own transaction id, handed out after that snapshot was taken;
+ * `matured`, whether every transaction with an id below $5 has ended; `lowest`, the lowest
+ * pending `seq` from the floor up that is neither in flight nor confirmed.
  *
  * `refused_before`: the broker closed the channel over this row the last time (the relay then
  * publishes it alone).
  */
 const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload::text as payload, headers, created_at,
   (last_error like '${REFUSED_BY_BROKER}:%') is true as refused_before`;
+const PENDING = `published_at is null and next_attempt_at is null and seq >= $4
+        and seq <> all($2::bigint[]) and seq <> all($3::bigint[])`;
 export const CLAIM_SQL = `
-  with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[]))
-  select * from (
-    (select ${COLUMNS} from outbox
-      where published_at is null and next_attempt_at is null
-        and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
-      order by seq limit $1)
-    union all
-    (select ${COLUMNS} from outbox
-      where published_at is null and next_attempt_at <= now()
-        and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
-      order by next_attempt_at limit $1)
-  ) due
-  order by seq
-  limit $1`;
+  with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[])),
+  meta as (
+    select (select max(seq) from outbox) as high,
+           case when $6::boolean then pg_current_xact_id()::text end as xid,
+           coalesce(pg_snapshot_xmin(pg_current_snapshot()) >= $5::xid8, false) as matured,
+           (select seq from outbox where ${PENDING} order by seq limit 1) as lowest)
+  select meta.high, meta.xid, meta.matured, meta.lowest, due.*
+    from meta left join (
+      select * from (
+        (select ${COLUMNS} from outbox where ${PENDING} order by seq limit $1)
+        union all
+        (select ${COLUMNS} from outbox
+          where published_at is null and next_attempt_at <= now()
+            and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
+          order by next_attempt_at limit $1)
+      ) u
+      order by seq
+      limit $1
+    ) due on true
+   order by due.seq`;
+
+/** What a claim tells ClaimFloor (see CLAIM_SQL). */
+export interface ClaimMeta {
+  high: number | null;
+  xid: string | null;
+  matured: boolean;
+  lowest: number | null;
+}
 
 /**
  * Marks `confirmed` rows published and claims up to `limit` rows, leaving out `inFlight`
- * (published, confirms awaited) and the confirmed rows.
+ * (published, confirms awaited) and the confirmed rows; pending rows only from `floor.start` up.
+ * Advances `floor` when given one.
  */
-export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = []): Promise<OutboxRow[]> {
-  const { rows } = await session.query<OutboxRow>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed] });
-  return rows;
+export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = [], floor?: ClaimFloor): Promise<OutboxRow[]> {
+  const { start, horizon, fullScan, candidate } = floor ? floor.next() : { start: 0, horizon: null, fullScan: true, candidate: false };
+  const { rows } = await session.query<OutboxRow & ClaimMeta>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed, start, horizon, candidate] });
+  const claimed = rows[0]!.id === null ? [] : rows;
+  floor?.advance(rows[0]!, inFlight, fullScan, claimed.length);
+  return claimed;
+}
+
+/**
+ * Where the leader's claims start in `outbox_pending_idx`. Publishing a row updates it, which
+ * leaves a dead index entry behind until VACUUM: a claim from the lowest `seq` steps over every
+ * row published since (schema.ts, createOutboxXidTrigger, has the figures). Claims start from
+ * this floor instead, and every row below it is published, refused (then in `outbox_retry_idx`)
+ * or rolled back.
+ *
+ * Why that holds though transactions commit out of `seq` order: with the outbox's trigger, a
+ * transaction has its id before it draws a `seq`, and with a sequence that caches nothing, seqs
+ * are drawn in time order. A claim that takes a candidate reads `high`, the highest committed
+ * `seq`, on its snapshot, and then takes a transaction id of its own, `xid`. A transaction that
+ * drew a `seq` at or below `high` drew it before `high` was drawn, so before that snapshot, and
+ * had its id before that: below `xid`, since ids are handed out in order. (Not below the
+ * snapshot's xmax, which is one past the highest id that has ended: a transaction with a higher
+ * id can be running.) Once a later claim's snapshot has every transaction below `xid` ended
+ * (`matured`), every row at or below `high` is visible to it or never will be; the floor then
+ * rises to `high + 1`, but no higher than the lowest pending row that claim saw or any row still
+ * in flight (published, not yet marked). Rows in flight may come back (a failed batch is claimed
+ * again); confirmed ones are marked by the claim itself.
+ *
+ * A candidate costs a transaction id (and a commit record): one is taken at most every
+ * CANDIDATE_INTERVAL_MS, and only once rows were claimed since the last, so an idle relay takes
+ * none.
+ *
+ * Without the trigger, or with a sequence that caches values, the floor stays at 0: claims then
+ * start from the lowest `seq`, as they always did. And every `fullScanIntervalMs` one claim
+ * starts from 0 regardless and lowers the floor to the lowest pending row it finds, so a row set
+ * back to unpublished by hand (`published_at = null`) is published within that time.
+ */
+export class ClaimFloor {
+  private value = 0;
+  private candidate: { high: number; xid: string } | null = null;
+  private lastCandidateAt = -Infinity;
+  private claimedSinceCandidate = 0;
+  private lastFullScan = performance.now();
+
+  constructor(
+    readonly enabled: boolean,
+    private readonly fullScanIntervalMs: number,
+  ) {}
+
+  /** The lowest `seq` the next pending claim reads. */
+  get start(): number {
+    return this.value;
+  }
+
+  /** $4 (start), $5 (horizon) and $6 (candidate) of the next claim, and whether it is a full scan. */
+  next(): { start: number; horizon: string | null; fullScan: boolean; candidate: boolean } {
+    if (!this.enabled) return { start: 0, horizon: null, fullScan: true, candidate: false };
+    const now = performance.now();
+    const candidate = !this.candidate && this.claimedSinceCandidate > 0 && now - this.lastCandidateAt >= CANDIDATE_INTERVAL_MS;
+    const horizon = this.candidate?.xid ?? null;
+    if (now - this.lastFullScan >= this.fullScanIntervalMs) {
+      this.lastFullScan = now;
+      return { start: 0, horizon, fullScan: true, candidate };
+    }
+    return { start: this.value, horizon, fullScan: false, candidate };
+  }
+
+  /** After a claim that left out `inFlight` (its $2) and returned `claimed` rows. */
+  advance(meta: ClaimMeta, inFlight: number[], fullScan: boolean, claimed: number): void {
+    if (!this.enabled) return;
+    this.claimedSinceCandidate += claimed;
+    if (fullScan && meta.lowest !== null && meta.lowest < this.value) this.value = meta.lowest;
+    if (meta.matured && this.candidate) {
+      let next = this.candidate.high + 1;
+      if (meta.lowest !== null) next = Math.min(next, meta.lowest);
+      for (const seq of inFlight) if (seq < next) next = seq;
+      if (next > this.value) this.value = next;
+      this.candidate = null;
+    }
+    if (meta.xid !== null && meta.high !== null) {
+      this.candidate = { high: meta.high, xid: meta.xid };
+      this.lastCandidateAt = performance.now();
+      this.claimedSinceCandidate = 0;
+    }
+  }
+}
+
+/**
+ * Whether the outbox lets the relay use a claim floor: the trigger that gives a transaction its
+ * id before its `seq` is there and enabled, and the `seq` sequence caches nothing.
+ */
+export async function claimFloorSupported(session: pg.Client): Promise<boolean> {
+  const { rows } = await session.query<{ ok: boolean }>(
+    `select exists (select 1 from pg_trigger where tgrelid = 'outbox'::regclass and tgname = $1 and tgenabled in ('O', 'A'))
+        and coalesce((select seqcache from pg_sequence where seqrelid = pg_get_serial_sequence('outbox', 'seq')::regclass), 0) = 1 as ok`,
+    [OUTBOX_XID_TRIGGER],
+  );
+  return rows[0]?.ok === true;
 }
 
 /** Marks confirmed rows published, in one statement. */

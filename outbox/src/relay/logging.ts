@@ -1,5 +1,6 @@
 import type { Logger } from '@strangler/platform';
 import type { RelayEvents } from './events.ts';
+import { OUTBOX_XID_TRIGGER } from '../schema.ts';
 
 // Refused rows are retried every minute for as long as their cause lasts, and thousands may wait
 // (an event type nobody has bound a queue to yet): a line each would flood the log. The first
@@ -47,6 +48,9 @@ export function logRelayEvents(events: RelayEvents, logger: Logger, { refusalsSu
   events.on('relay:amqp:unblocked', () => logger.info('broker unblocked publishing'));
   events.on('relay:db:error', ({ error }) => logger.warn({ err: error }, 'database error'));
   events.on('relay:mode', (e) => logger.debug(e, 'wake-up mode'));
+  events.on('relay:claim:floor', ({ enabled }) => {
+    if (!enabled) logger.warn(`the outbox has no ${OUTBOX_XID_TRIGGER} trigger (or its seq sequence caches values): every claim steps over the rows published since the last VACUUM; run the migrations`);
+  });
   events.on('relay:batch:published', (e) => logger.debug(e, 'batch published'));
   events.on('relay:batch:failed', ({ count, error }) => logger.warn({ count, err: error }, 'batch failed; rows will be republished'));
   events.on('relay:retention:deleted', (e) => logger.info(e, 'deleted published rows past retention'));

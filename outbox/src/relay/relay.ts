@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { createDb, EVENTS_EXCHANGE, MAX_TIMER_MS, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
-import { claimBatch, LAG_SQL, markPublished, markRejected, REFUSED_BY_BROKER, REFUSED_SQL } from './claim.ts';
+import { ClaimFloor, claimBatch, claimFloorSupported, LAG_SQL, markPublished, markRejected, REFUSED_BY_BROKER, REFUSED_SQL } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
 import { LeaderLease, type Tenure } from './leader.ts';
 import { OutboxListener } from './listener.ts';
@@ -46,6 +46,12 @@ export interface RelayOptions {
   busyRampFromPerSec?: number;
   /** Events/s at which the busy poll reaches `busyPollMaxMs`; above `busyRampFromPerSec`. Default 1,000. */
   busyRampToPerSec?: number;
+  /**
+   * How often a claim starts from the lowest `seq` instead of the floor the leader keeps
+   * (relay/claim.ts, ClaimFloor): a row set back to unpublished by hand is published within this
+   * time. Default 60,000 ms.
+   */
+  fullScanIntervalMs?: number;
   /** A batch whose confirms take longer than this is abandoned and retried. Default 10,000 ms. */
   confirmTimeoutMs?: number;
   /** How often a follower tries to take the leader lease. Default 1,000 ms. */
@@ -160,6 +166,7 @@ export function createRelay(options: RelayOptions): Relay {
     busyRampFromPerSec: BUSY_RAMP_FROM_PER_SEC,
     busyRampToPerSec: BUSY_RAMP_TO_PER_SEC,
     confirmTimeoutMs: 10_000,
+    fullScanIntervalMs: 60_000,
     leaseRetryMs: 1_000,
     retentionMs: 24 * 3_600_000,
     retentionIntervalMs: 60_000,
@@ -167,7 +174,7 @@ export function createRelay(options: RelayOptions): Relay {
     instance: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     ...stripUndefined(options),
   };
-  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
+  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
     if (!(opts[name] > 0 && opts[name] <= MAX_TIMER_MS)) throw new Error(`createRelay: ${name} (${opts[name]}) must be above 0 and at most ${MAX_TIMER_MS} ms.`);
   }
   if (!(opts.busyRampFromPerSec >= 0 && opts.busyRampToPerSec > opts.busyRampFromPerSec)) {
@@ -227,6 +234,8 @@ export function createRelay(options: RelayOptions): Relay {
     let mode: 'notify' | 'busy' | 'poll' = opts.notify ? 'notify' : 'poll';
     await setNotify(session, opts.notify);
     emit('relay:mode', { mode });
+    const floor = new ClaimFloor(await claimFloorSupported(session), opts.fullScanIntervalMs);
+    emit('relay:claim:floor', { enabled: floor.enabled });
     let windowStart = performance.now();
     let windowCount = 0;
     let settleAt = 0;
@@ -307,7 +316,7 @@ export function createRelay(options: RelayOptions): Relay {
         const claimedAt = performance.now();
         let rows: OutboxRow[];
         try {
-          rows = await claimBatch(session, isolating ? 1 : opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking);
+          rows = await claimBatch(session, isolating ? 1 : opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking, floor);
         } catch (err) {
           confirmed = marking.concat(confirmed);
           throw err;

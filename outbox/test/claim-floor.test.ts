@@ -1,0 +1,186 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { createTestDatabase } from '@strangler/platform/testing';
+import { createOutboxXidTrigger, dropOutboxXidTrigger } from '../src/index.ts';
+import { CLAIM_SQL, ClaimFloor, claimBatch, claimFloorSupported } from '../src/relay/claim.ts';
+import type { OutboxRow } from '../src/envelope.ts';
+
+/**
+ * The relay's claim floor (relay/claim.ts): claims start above the rows already published, and
+ * never above a row whose transaction is still running, however it interleaves with the claims.
+ * Claims here run as the leader runs them; "publishing" is instant: what a claim returns is
+ * confirmed by the next one, as on a short busy poll.
+ */
+const db = await createTestDatabase('monolith');
+const clients: pg.Client[] = [];
+async function client(name: string): Promise<pg.Client> {
+  const c = new pg.Client({ ...db.connection, application_name: name });
+  await c.connect();
+  clients.push(c);
+  return c;
+}
+const session = await client('claim-floor-leader');
+afterAll(() => Promise.all(clients.map((c) => c.end())));
+beforeEach(async () => {
+  await db.knex('outbox').update({ published_at: db.knex.fn.now() }).whereNull('published_at');
+  await createOutboxXidTrigger(db.knex);
+});
+
+const INSERT = `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload) values ($1, 'item', $2, 1, 'item.created', $3)`;
+/** One committed outbox row. */
+const commitRow = async (aggregateId = randomUUID()) => {
+  const id = randomUUID();
+  await session.query(INSERT, [id, aggregateId, '{}']);
+  return id;
+};
+
+/** Runs claims for `ms`, each confirming what the one before returned; the ids claimed, in order. */
+async function claimFor(floor: ClaimFloor, ms: number): Promise<string[]> {
+  const claimed: string[] = [];
+  let confirmed: number[] = [];
+  const end = performance.now() + ms;
+  do {
+    const rows: OutboxRow[] = await claimBatch(session, 500, [], confirmed, floor);
+    claimed.push(...rows.map((r) => r.id));
+    confirmed = rows.map((r) => r.seq);
+    await new Promise((r) => setTimeout(r, 5));
+  } while (performance.now() < end);
+  if (confirmed.length) await claimBatch(session, 500, [], confirmed, floor);
+  return claimed;
+}
+
+const seqOf = async (id: string) => Number((await db.knex('outbox').where({ id }).first('seq')).seq);
+
+/**
+ * A transaction that draws its `seq` and then, before it has written anything, waits `sleepMs`
+ * inside the same statement: the value of `payload` comes after `seq` in the row and sleeps.
+ * Without the trigger it has no transaction id while it sleeps.
+ */
+async function slowInsert(sleepMs: number): Promise<{ id: string; done: Promise<void>; client: pg.Client }> {
+  const c = await client('slow-writer');
+  const id = randomUUID();
+  await c.query('begin');
+  const done = c
+    .query(`insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
+            values ($1, 'item', $2, 1, 'item.created', (select '{}'::jsonb from pg_sleep($3::float8 / 1000)))`, [id, randomUUID(), sleepMs])
+    .then(() => c.query('commit'))
+    .then(() => undefined);
+  return { id, done, client: c };
+}
+
+describe('claim floor', () => {
+  it('rises above what is published, so a claim no longer steps over every row published since the last VACUUM', async () => {
+    // 30,000 rows published (marked as the relay marks them, in batches), nothing vacuumed.
+    await db.knex.raw(`insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
+      select gen_random_uuid(), 'item', 'bulk-' || n, 1, 'item.created', '{}' from generate_series(1, 30000) n`);
+    for (let i = 0; i < 30; i++) {
+      await db.knex.raw(`update outbox set published_at = now() where seq in (select seq from outbox where published_at is null order by seq limit 1000)`);
+    }
+    const floor = new ClaimFloor(await claimFloorSupported(session), 3_600_000);
+    expect(floor.enabled).toBe(true);
+    const due = await commitRow();
+    expect(await claimFor(floor, 100)).toEqual([due]);
+    expect(floor.start).toBeGreaterThan(await seqOf(due));
+
+    const buffers = async (start: number) => {
+      const sql = CLAIM_SQL.replaceAll('$1', '500').replaceAll('$2', "'{}'").replaceAll('$3', "'{}'").replaceAll('$4', String(start)).replaceAll('$5', 'null').replaceAll('$6', 'false');
+      const { rows } = await session.query(`explain (analyze, buffers, format json) ${sql}`);
+      const plan = rows[0]['QUERY PLAN'][0];
+      return Number(plan.Plan['Shared Hit Blocks'] ?? 0) + Number(plan.Plan['Shared Read Blocks'] ?? 0);
+    };
+    const fromZero = await buffers(0);
+    const fromFloor = await buffers(floor.start);
+    // From 0 the claim reads the index's dead entries of the 30,000 published rows (about 85 pages, twice).
+    expect(fromZero).toBeGreaterThan(100);
+    expect(fromFloor).toBeLessThan(30);
+  });
+
+  it('stays below a transaction that is still open, and its row is claimed once it commits', async () => {
+    const floor = new ClaimFloor(true, 3_600_000);
+    const late = await client('late-writer');
+    const lateId = randomUUID();
+    await late.query('begin');
+    await late.query(INSERT, [lateId, randomUUID(), '{}']);
+    const lateSeq = Number((await late.query('select seq from outbox where id = $1', [lateId])).rows[0].seq);
+    const after = [await commitRow(), await commitRow(), await commitRow()];
+    expect(await claimFor(floor, 150)).toEqual(after);
+    expect(floor.start).toBeLessThanOrEqual(lateSeq);
+    await late.query('commit');
+    const more = await commitRow();
+    expect(await claimFor(floor, 150)).toEqual([lateId, more]);
+    expect(floor.start).toBeGreaterThan(await seqOf(more));
+  });
+
+  it('stays below a transaction whose id is higher than every ended one when a later seq commits', async () => {
+    // U takes its id, then T takes a higher one and draws a seq, then U draws a higher seq and
+    // commits: the highest committed seq is U's, no ended transaction has an id as high as T's
+    // (a snapshot's xmax is one past the highest ended id, not past every id handed out), and
+    // T is still open.
+    const floor = new ClaimFloor(true, 3_600_000);
+    const u = await client('writer-u');
+    const t = await client('writer-t');
+    await u.query('begin');
+    await u.query('select pg_current_xact_id()');
+    await t.query('begin');
+    const tId = randomUUID();
+    await t.query(INSERT, [tId, randomUUID(), '{}']);
+    const uId = randomUUID();
+    await u.query(INSERT, [uId, randomUUID(), '{}']);
+    await u.query('commit');
+    expect(await claimFor(floor, 150)).toEqual([uId]);
+    const tSeq = Number((await t.query('select seq from outbox where id = $1', [tId])).rows[0].seq);
+    expect(floor.start).toBeLessThanOrEqual(tSeq);
+    await t.query('commit');
+    expect(await claimFor(floor, 150)).toEqual([tId]);
+  });
+
+  it('with the trigger, a transaction has its id before it draws a seq: a slow insert is not passed over', async () => {
+    const floor = new ClaimFloor(true, 3_600_000);
+    const slow = await slowInsert(1_000);
+    await new Promise((r) => setTimeout(r, 300)); // it has drawn its seq and sleeps
+    const during = [await commitRow(), await commitRow()];
+    expect(await claimFor(floor, 300)).toEqual(during);
+    await slow.done;
+    expect(floor.start).toBeLessThanOrEqual(await seqOf(slow.id));
+    expect(await claimFor(floor, 100)).toEqual([slow.id]);
+  });
+
+  it('without the trigger the same slow insert would be passed over, so the relay uses no floor then', async () => {
+    await dropOutboxXidTrigger(db.knex);
+    expect(await claimFloorSupported(session)).toBe(false);
+    // What a floor would do regardless: rise above the sleeping transaction's seq and never claim its row.
+    const forced = new ClaimFloor(true, 3_600_000);
+    const slow = await slowInsert(1_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const during = [await commitRow(), await commitRow()];
+    expect(await claimFor(forced, 300)).toEqual(during);
+    await slow.done;
+    expect(forced.start).toBeGreaterThan(await seqOf(slow.id));
+    expect(await claimFor(forced, 100)).toEqual([]);
+    // The relay's: no floor, the row is claimed.
+    const none = new ClaimFloor(await claimFloorSupported(session), 3_600_000);
+    expect(await claimFor(none, 100)).toEqual([slow.id]);
+    expect(none.start).toBe(0);
+  });
+
+  it('a sequence that caches values (drawn out of time order) turns the floor off too', async () => {
+    await session.query(`alter table outbox alter column seq set cache 10`);
+    try {
+      expect(await claimFloorSupported(session)).toBe(false);
+    } finally {
+      await session.query(`alter table outbox alter column seq set cache 1`);
+    }
+    expect(await claimFloorSupported(session)).toBe(true);
+  });
+
+  it('a full scan every fullScanIntervalMs finds a row set back to unpublished below the floor', async () => {
+    const floor = new ClaimFloor(true, 200);
+    const first = await commitRow();
+    const second = await commitRow();
+    expect(await claimFor(floor, 100)).toEqual([first, second]);
+    expect(floor.start).toBeGreaterThan(await seqOf(second));
+    await db.knex('outbox').where({ id: first }).update({ published_at: null });
+    expect(await claimFor(floor, 400)).toEqual([first]);
+  });
+});
