@@ -86,6 +86,8 @@ export async function createOutboxXidTrigger(knex: Knex): Promise<void> {
       return null;
     end $$`);
   await knex.raw(`create or replace trigger ${OUTBOX_XID_TRIGGER} before insert on outbox for each statement execute function outbox_assign_xid()`);
+  // Also for writers with session_replication_role = replica (bulk loads, replication tools).
+  await knex.raw(`alter table outbox enable always trigger ${OUTBOX_XID_TRIGGER}`);
 }
 
 /** Undoes createOutboxXidTrigger: the relay then claims from the lowest `seq` again. */

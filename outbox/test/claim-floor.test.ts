@@ -174,6 +174,20 @@ describe('claim floor', () => {
     expect(await claimFloorSupported(session)).toBe(true);
   });
 
+  it('a trigger that replica-mode writers skip, or one disabled while the relay leads, turns the floor off', async () => {
+    await session.query('alter table outbox enable trigger outbox_assign_xid'); // fires in origin mode only
+    expect(await claimFloorSupported(session)).toBe(false);
+    await createOutboxXidTrigger(db.knex);
+    const floor = new ClaimFloor(true, 100);
+    const row = await commitRow();
+    expect(await claimFor(floor, 80)).toEqual([row]);
+    expect(floor.start).toBeGreaterThan(0);
+    await session.query('alter table outbox disable trigger outbox_assign_xid');
+    await claimFor(floor, 150); // a full scan falls due meanwhile, and the check before it
+    expect(floor.enabled).toBe(false);
+    expect(floor.start).toBe(0);
+  });
+
   it('a full scan every fullScanIntervalMs finds a row set back to unpublished below the floor', async () => {
     const floor = new ClaimFloor(true, 200);
     const first = await commitRow();

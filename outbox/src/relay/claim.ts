@@ -72,6 +72,8 @@ export interface ClaimMeta {
  * Advances `floor` when given one.
  */
 export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = [], floor?: ClaimFloor): Promise<OutboxRow[]> {
+  // A trigger dropped or disabled, or a sequence altered, while this relay leads: noticed here.
+  if (floor?.fullScanDue) floor.setSupported(await claimFloorSupported(session));
   const { start, horizon, fullScan, candidate } = floor ? floor.next() : { start: 0, horizon: null, fullScan: true, candidate: false };
   const { rows } = await session.query<OutboxRow & ClaimMeta>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed, start, horizon, candidate] });
   const claimed = rows[0]!.id === null ? [] : rows;
@@ -104,9 +106,11 @@ export async function claimBatch(session: pg.Client, limit: number, inFlight: nu
  * none.
  *
  * Without the trigger, or with a sequence that caches values, the floor stays at 0: claims then
- * start from the lowest `seq`, as they always did. And every `fullScanIntervalMs` one claim
- * starts from 0 regardless and lowers the floor to the lowest pending row it finds, so a row set
- * back to unpublished by hand (`published_at = null`) is published within that time.
+ * start from the lowest `seq`, as they always did. And every `fullScanIntervalMs` the leader
+ * checks that again and one claim starts from 0 regardless, lowering the floor to the lowest
+ * pending row it finds: a row set back to unpublished by hand (`published_at = null`), or one
+ * whose `seq` was given by hand (OVERRIDING SYSTEM VALUE, a sequence reset), is published
+ * within that time.
  */
 export class ClaimFloor {
   private value = 0;
@@ -116,9 +120,27 @@ export class ClaimFloor {
   private lastFullScan = performance.now();
 
   constructor(
-    readonly enabled: boolean,
+    private on: boolean,
     private readonly fullScanIntervalMs: number,
   ) {}
+
+  get enabled(): boolean {
+    return this.on;
+  }
+
+  /** Whether the next claim is a full scan, before which the leader checks the outbox again (claimFloorSupported). */
+  get fullScanDue(): boolean {
+    return performance.now() - this.lastFullScan >= this.fullScanIntervalMs;
+  }
+
+  /** The outbox's support checked again: without it the floor goes back to 0 and stays off. */
+  setSupported(supported: boolean): void {
+    this.on = supported;
+    if (!supported) {
+      this.value = 0;
+      this.candidate = null;
+    }
+  }
 
   /** The lowest `seq` the next pending claim reads. */
   get start(): number {
@@ -127,20 +149,19 @@ export class ClaimFloor {
 
   /** $4 (start), $5 (horizon) and $6 (candidate) of the next claim, and whether it is a full scan. */
   next(): { start: number; horizon: string | null; fullScan: boolean; candidate: boolean } {
-    if (!this.enabled) return { start: 0, horizon: null, fullScan: true, candidate: false };
     const now = performance.now();
+    const due = now - this.lastFullScan >= this.fullScanIntervalMs;
+    if (due) this.lastFullScan = now;
+    if (!this.on) return { start: 0, horizon: null, fullScan: true, candidate: false };
     const candidate = !this.candidate && this.claimedSinceCandidate > 0 && now - this.lastCandidateAt >= CANDIDATE_INTERVAL_MS;
     const horizon = this.candidate?.xid ?? null;
-    if (now - this.lastFullScan >= this.fullScanIntervalMs) {
-      this.lastFullScan = now;
-      return { start: 0, horizon, fullScan: true, candidate };
-    }
+    if (due) return { start: 0, horizon, fullScan: true, candidate };
     return { start: this.value, horizon, fullScan: false, candidate };
   }
 
   /** After a claim that left out `inFlight` (its $2) and returned `claimed` rows. */
   advance(meta: ClaimMeta, inFlight: number[], fullScan: boolean, claimed: number): void {
-    if (!this.enabled) return;
+    if (!this.on) return;
     this.claimedSinceCandidate += claimed;
     if (fullScan && meta.lowest !== null && meta.lowest < this.value) this.value = meta.lowest;
     if (meta.matured && this.candidate) {
@@ -160,11 +181,12 @@ export class ClaimFloor {
 
 /**
  * Whether the outbox lets the relay use a claim floor: the trigger that gives a transaction its
- * id before its `seq` is there and enabled, and the `seq` sequence caches nothing.
+ * id before its `seq` is there and enabled ALWAYS (so it fires for writers with
+ * `session_replication_role = replica` too), and the `seq` sequence caches nothing.
  */
 export async function claimFloorSupported(session: pg.Client): Promise<boolean> {
   const { rows } = await session.query<{ ok: boolean }>(
-    `select exists (select 1 from pg_trigger where tgrelid = 'outbox'::regclass and tgname = $1 and tgenabled in ('O', 'A'))
+    `select exists (select 1 from pg_trigger where tgrelid = 'outbox'::regclass and tgname = $1 and tgenabled = 'A')
         and coalesce((select seqcache from pg_sequence where seqrelid = pg_get_serial_sequence('outbox', 'seq')::regclass), 0) = 1 as ok`,
     [OUTBOX_XID_TRIGGER],
   );
