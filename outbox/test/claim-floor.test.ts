@@ -3,7 +3,8 @@ import pg from 'pg';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
 import { createOutboxXidTrigger, dropOutboxXidTrigger } from '../src/index.ts';
-import { CLAIM_SQL, ClaimFloor, claimBatch, claimFloorSupported } from '../src/relay/claim.ts';
+import { ClaimFloor, claimBatch, claimFloorSupported } from '../src/relay/claim.ts';
+import { claimSqlLiteral } from './helpers.ts';
 import type { OutboxRow } from '../src/envelope.ts';
 
 /**
@@ -84,8 +85,7 @@ describe('claim floor', () => {
     expect(floor.start).toBeGreaterThan(await seqOf(due));
 
     const buffers = async (start: number) => {
-      const sql = CLAIM_SQL.replaceAll('$1', '500').replaceAll('$2', "'{}'").replaceAll('$3', "'{}'").replaceAll('$4', String(start)).replaceAll('$5', 'null').replaceAll('$6', 'false');
-      const { rows } = await session.query(`explain (analyze, buffers, format json) ${sql}`);
+      const { rows } = await session.query(`explain (analyze, buffers, format json) ${claimSqlLiteral(start)}`);
       const plan = rows[0]['QUERY PLAN'][0];
       return Number(plan.Plan['Shared Hit Blocks'] ?? 0) + Number(plan.Plan['Shared Read Blocks'] ?? 0);
     };

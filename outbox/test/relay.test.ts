@@ -5,9 +5,8 @@ import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpCo
 import pino from 'pino';
 import { appendEvent, createRelay, logRelayEvents, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
-import { CLAIM_SQL } from '../src/relay/claim.ts';
 import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
-import { createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent, writeStream } from './helpers.ts';
+import { claimSqlLiteral, createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent, writeStream } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -249,7 +248,7 @@ describe('relay', () => {
     const due = await writeEvent(db.knex, 'after-the-refused');
     const plan = await db.knex.transaction(async (trx) => {
       await trx.raw('set local enable_seqscan = off; set local enable_bitmapscan = off'); // as on the leader's session
-      const { rows } = await trx.raw(`explain (analyze, format json) ${CLAIM_SQL.replaceAll('$1', '500').replaceAll('$2', "'{}'").replaceAll('$3', "'{}'").replaceAll('$4', '0').replaceAll('$5', 'null').replaceAll('$6', 'false')}`);
+      const { rows } = await trx.raw(`explain (analyze, format json) ${claimSqlLiteral()}`);
       return rows[0]['QUERY PLAN'][0].Plan as PlanNode;
     });
     // The scans that find rows (not the mark's, which looks up the confirmed seqs): the pending

@@ -150,7 +150,7 @@ export class ClaimFloor {
   /** $4 (start), $5 (horizon) and $6 (candidate) of the next claim, and whether it is a full scan. */
   next(): { start: number; horizon: string | null; fullScan: boolean; candidate: boolean } {
     const now = performance.now();
-    const due = now - this.lastFullScan >= this.fullScanIntervalMs;
+    const due = this.fullScanDue;
     if (due) this.lastFullScan = now;
     if (!this.on) return { start: 0, horizon: null, fullScan: true, candidate: false };
     const candidate = !this.candidate && this.claimedSinceCandidate > 0 && now - this.lastCandidateAt >= CANDIDATE_INTERVAL_MS;
