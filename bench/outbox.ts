@@ -69,7 +69,11 @@ const exchange = `${tag}.events`;
 const queue = `${tag}.orders`;
 const now = () => performance.timeOrigin + performance.now();
 
-type ToParent = { type: 'ready' } | { type: 'applied'; ids: string[]; at: number[]; rx: number[] };
+// The consumer reports how many events it applied (and in how many transactions); the ids and
+// times of each only while the latency phase records them. The throughput rounds need counts
+// alone, and the bookkeeping of ~3,000 ids a second would take CPU from this process's producers.
+type ToParent = { type: 'ready' } | { type: 'recording' } | { type: 'applied'; count: number; batches: number; ids: string[]; at: number[]; rx: number[] };
+type ToChild = { type: 'record' };
 const debug = !!process.env.BENCH_DEBUG;
 
 if (process.argv[2] === '--consumer') await consumerProcess();
@@ -78,6 +82,7 @@ else await main();
 async function consumerProcess() {
   const db = createDb(pgConnection(env, consumerDb), { applicationName: 'bench-consumer', pool: { max: 6 } });
   const received = new Map<string, number>();
+  let recording = false;
   const consumer = await consume({
     queue,
     bindings: ['order.*'],
@@ -94,7 +99,7 @@ async function consumerProcess() {
         return events.map((e) => versions.get(e.aggregateId) ?? null);
       },
       async applyAll(trx, events) {
-        if (debug) for (const e of events) received.set(e.id, now());
+        if (debug && recording) for (const e of events) received.set(e.id, now());
         const last = new Map(events.map((e) => [e.aggregateId, e]));
         const rows = [...last.values()];
         await trx.raw(
@@ -106,10 +111,15 @@ async function consumerProcess() {
       },
     },
   });
+  let count = 0;
+  let batches = 0;
   let ids: string[] = [];
   let at: number[] = [];
   let rx: number[] = [];
   consumer.events.on('consumer:batch:committed', ({ applied }) => {
+    count += applied.length;
+    batches++;
+    if (!recording) return;
     const t = now();
     for (const e of applied) {
       ids.push(e.id);
@@ -121,12 +131,19 @@ async function consumerProcess() {
     }
   });
   const flush = setInterval(() => {
-    if (!ids.length) return;
-    process.send!({ type: 'applied', ids, at, rx } satisfies ToParent);
+    if (!count) return;
+    process.send!({ type: 'applied', count, batches, ids, at, rx } satisfies ToParent);
+    count = 0;
+    batches = 0;
     ids = [];
     at = [];
     rx = [];
   }, 50);
+  process.on('message', (m: ToChild) => {
+    if (m.type !== 'record') return;
+    recording = true;
+    process.send!({ type: 'recording' } satisfies ToParent);
+  });
   process.send!({ type: 'ready' } satisfies ToParent);
   process.once('SIGTERM', async () => {
     clearInterval(flush);
@@ -265,11 +282,15 @@ async function main() {
     const applied = new Map<string, number>();
     const receivedAt = new Map<string, number>();
     let appliedTotal = 0;
+    let appliedBatches = 0;
+    let recording: () => void = () => {};
     const ready = new Promise<void>((resolve) =>
       consumerChild.on('message', (m: ToParent) => {
         if (m.type === 'ready') resolve();
+        else if (m.type === 'recording') recording();
         else {
-          appliedTotal += m.ids.length;
+          appliedTotal += m.count;
+          appliedBatches += m.batches;
           m.ids.forEach((id, i) => applied.set(id, m.at[i]!));
           if (debug) m.ids.forEach((id, i) => receivedAt.set(id, m.rx[i]!));
         }
@@ -350,25 +371,32 @@ async function main() {
     if (cpuBefore) {
       const { out } = await accounts(cpuBefore.perPid);
       console.error(`CPU µs per event during the last round's pipeline phase and drain: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / lastRoundEvents) * 1e6)])))}`);
-      // Events per consumer transaction (a batch's events share their applied time) and per relay
-      // mark statement (rows marked together share published_at, the statement's now()).
-      const batches = new Set([...applied.values()]).size;
+      // Events per consumer transaction and per relay mark statement (rows marked together share
+      // published_at, the statement's now()).
       const { rows: marks } = await admin.raw(`select count(*)::int as events, count(distinct published_at)::int as marks from outbox where published_at is not null`);
       const m = marks[0] as { events: number; marks: number };
-      console.error(`over all rounds: events per consumer transaction ${round(applied.size / batches)}, per relay mark ${round(m.events / m.marks)}`);
+      console.error(`over all rounds: events per consumer transaction ${round(appliedTotal / appliedBatches)}, per relay mark ${round(m.events / m.marks)}`);
     }
 
     // 4. Latency at a steady 500 events/s: commit time here, applied time in the consumer. The
     // first LATENCY_SETTLE_SECONDS at that rate are not recorded: the relay and the consumer
     // adapt their batching to the rate they see, and the throughput rounds just before left them
     // tuned for saturation.
+    await new Promise<void>((resolve) => {
+      recording = resolve;
+      consumerChild.send({ type: 'record' } satisfies ToChild);
+    });
     const latencyCpuBefore = debug ? await accounts() : null;
     const committed = new Map<string, number>();
     const settleCount = LATENCY_SETTLE_SECONDS * LATENCY_RATE;
     const total = settleCount + LATENCY_SECONDS * LATENCY_RATE;
     const paceStart = now();
     let latencyStart = paceStart;
-    const inflight: Array<Promise<void>> = [];
+    // Transactions still open, counted rather than kept: holding thousands of settled promises
+    // would only lengthen this process's garbage collections.
+    let open = 0;
+    let placeError: unknown = null;
+    let allSettled = () => {};
     const lateBySecond: number[][] = [];
     for (let i = 0; i < total; i++) {
       const due = paceStart + (i * 1_000) / LATENCY_RATE;
@@ -376,10 +404,21 @@ async function main() {
       if (wait > 0) await sleep(wait);
       else if (debug) (lateBySecond[Math.floor((due - paceStart) / 1_000)] ??= []).push(-wait);
       if (i === settleCount) latencyStart = now();
-      const placed = placeOrder(producers, counter.n++);
-      inflight.push(i < settleCount ? placed.then(() => {}) : placed.then((id) => void committed.set(id, now())));
+      const record = i >= settleCount;
+      open++;
+      placeOrder(producers, counter.n++).then(
+        (id) => {
+          if (record) committed.set(id, now());
+          if (--open === 0) allSettled();
+        },
+        (err: unknown) => {
+          placeError ??= err;
+          if (--open === 0) allSettled();
+        },
+      );
     }
-    await Promise.all(inflight);
+    if (open) await new Promise<void>((resolve) => (allSettled = resolve));
+    if (placeError) throw placeError;
     await waitUntil(() => [...committed.keys()].every((id) => applied.has(id)), 30_000, 'the latency events to arrive');
     const latencies = [...committed].map(([id, t]) => applied.get(id)! - t).sort((a, b) => a - b);
     if (latencyCpuBefore) {
