@@ -135,6 +135,22 @@ describe('claim floor', () => {
     expect(await claimFor(floor, 150)).toEqual([tId]);
   });
 
+  it('reports how long a transaction left open holds it back', async () => {
+    const floor = new ClaimFloor(true, 3_600_000);
+    const open = await client('long-writer');
+    await open.query('begin');
+    await open.query('select pg_current_xact_id()');
+    await commitRow();
+    expect(floor.heldMs()).toBe(0);
+    await claimFor(floor, 300); // the row claimed, then a candidate that cannot mature
+    expect(floor.heldMs()).toBeGreaterThanOrEqual(150);
+    await open.query('commit');
+    // Other test files' transactions share the cluster: bounded, not a single claim.
+    const end = performance.now() + 10_000;
+    while (floor.heldMs() >= 50 && performance.now() < end) await claimFor(floor, 20);
+    expect(floor.heldMs()).toBeLessThan(50);
+  });
+
   it('with the trigger, a transaction has its id before it draws a seq: a slow insert is not passed over', async () => {
     const floor = new ClaimFloor(true, 3_600_000);
     const slow = await slowInsert(1_000);

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpConnections, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
 import pino from 'pino';
-import { appendEvent, createRelay, logRelayEvents, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
+import { appendEvent, createOutboxXidTrigger, createRelay, logRelayEvents, registerRelayMetrics, type Relay, type RelayOptions } from '../src/index.ts';
 import { busyPollFor, rateAfterPoll, smoothRate } from '../src/relay/relay.ts';
 import { relayEnv, relayOptionsFromEnv } from '../src/relay/config.ts';
 import { claimSqlLiteral, createDomainTables, drainQueue, partitionableProxy, waitFor, writeEvent, writeStream } from './helpers.ts';
@@ -83,6 +83,58 @@ describe('relay', () => {
       return m.length ? m : null;
     }, 5_000);
     expect(second.map((m) => m.id)).toEqual([lateId]);
+  });
+
+  it('reports a claim floor held back by a transaction left open: a gauge, and one warning per wait', async () => {
+    const relay = startRelay({ floorHeldWarnMs: 300 });
+    const registry = createRegistry();
+    registerRelayMetrics(relay, registry);
+    const warnings: Array<{ msg: string; seconds: number }> = [];
+    logRelayEvents(relay.events, pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) }));
+    const held = () => warnings.filter((l) => l.msg.startsWith('the claim floor has not risen'));
+    const gauge = async () => Number(/^strangler_relay_claim_floor_held_seconds (\S+)$/m.exec(await registry.metrics())?.[1]);
+    await waitFor('leadership', () => relay.isLeader);
+    // A transaction that has written (so it has an id) and stays open.
+    const open = await db.knex.transaction();
+    try {
+      await open.raw('select pg_current_xact_id()');
+      // Rows to claim: the floor then takes a candidate, which the open transaction keeps from maturing.
+      await writeEvent(db.knex, 'held-1');
+      await writeEvent(db.knex, 'held-2');
+      await waitFor('the warning', () => held().length > 0, 5_000);
+      expect(held()[0]!.seconds).toBeGreaterThanOrEqual(0);
+      expect(relay.claimFloorHeldSeconds()).toBeGreaterThanOrEqual(0.3);
+      expect(await gauge()).toBeGreaterThanOrEqual(0.3);
+      // Still held a while later: no second warning for the same wait.
+      await writeEvent(db.knex, 'held-3');
+      await new Promise((r) => setTimeout(r, 700));
+      expect(held()).toHaveLength(1);
+      expect(await unpublished()).toBe(0); // held, the floor slows claims; it never stops them
+    } finally {
+      await open.commit();
+    }
+    await writeEvent(db.knex, 'held-4');
+    await waitFor('the floor to rise again', async () => (await gauge()) < 0.3, 10_000);
+  });
+
+  it('warns when the claim floor turns off while it leads (its trigger disabled), and still publishes', async () => {
+    const relay = startRelay({ fullScanIntervalMs: 200 });
+    const states: boolean[] = [];
+    relay.events.on('relay:claim:floor', ({ enabled }) => states.push(enabled));
+    await waitFor('leadership', () => relay.isLeader);
+    await db.knex.raw('alter table outbox disable trigger outbox_assign_xid');
+    try {
+      await waitFor('the floor turned off', () => states.at(-1) === false, 5_000);
+      expect(states).toEqual([true, false]);
+      const w = await writeEvent(db.knex, 'floor-off-1');
+      const got = await waitFor('the message', async () => {
+        const m = await drainQueue(broker, raw);
+        return m.length ? m : null;
+      });
+      expect(got.map((m) => m.id)).toEqual([w.id]);
+    } finally {
+      await createOutboxXidTrigger(db.knex);
+    }
   });
 
   it('with NOTIFY switched off, the poll still publishes everything and the trigger stays silent', async () => {

@@ -142,6 +142,17 @@ export class ClaimFloor {
     }
   }
 
+  /**
+   * How long the floor has waited for its candidate to mature (0 when no candidate waits): it
+   * normally matures by the next claim or so; it cannot while a transaction that took its id
+   * before the candidate's is still open anywhere in the cluster (a long-running write, or a
+   * prepared transaction nobody finished). Meanwhile the floor stays where it is, and claims step
+   * over what is published above it, as without a floor.
+   */
+  heldMs(now = performance.now()): number {
+    return this.on && this.candidate ? now - this.lastCandidateAt : 0;
+  }
+
   /** The lowest `seq` the next pending claim reads. */
   get start(): number {
     return this.value;

@@ -21,8 +21,14 @@ export interface RelayEventMap {
   'relay:db:error': [{ error: unknown }];
   /** The leader switched between waiting for NOTIFY (idle) and back-to-back polling (busy). */
   'relay:mode': [{ mode: 'notify' | 'busy' | 'poll' }];
-  /** On taking the lease: whether claims start from a floor (relay/claim.ts, ClaimFloor) or, on an outbox without the trigger it needs, from the lowest `seq`. */
+  /**
+   * On taking the lease, and whenever it changes while leading: whether claims start from a
+   * floor (relay/claim.ts, ClaimFloor) or, on an outbox without the trigger it needs, from the
+   * lowest `seq`.
+   */
   'relay:claim:floor': [{ enabled: boolean }];
+  /** The claim floor has been held back `seconds` (RelayOptions.floorHeldWarnMs) by a transaction still open; once per such wait. */
+  'relay:claim:floor:held': [{ seconds: number }];
   'relay:batch:published': [{ count: number; failed: number; durationMs: number }];
   'relay:batch:failed': [{ count: number; error: unknown }];
   /** A row that could not be published (unroutable, nacked, unencodable as AMQP, or refused by the broker); it is retried after a backoff. */

@@ -51,6 +51,12 @@ export function logRelayEvents(events: RelayEvents, logger: Logger, { refusalsSu
   events.on('relay:claim:floor', ({ enabled }) => {
     if (!enabled) logger.warn(`the outbox has no ${OUTBOX_XID_TRIGGER} trigger (or its seq sequence caches values): every claim steps over the rows published since the last VACUUM; run the migrations`);
   });
+  events.on('relay:claim:floor:held', ({ seconds }) =>
+    logger.warn(
+      { seconds },
+      `the claim floor has not risen for ${seconds} s: a transaction that has written is still open in some database of this Postgres cluster, or a prepared one was never finished (see pg_stat_activity.backend_xid, pg_prepared_xacts); until it ends, each claim steps over every row published since`,
+    ),
+  );
   events.on('relay:batch:published', (e) => logger.debug(e, 'batch published'));
   events.on('relay:batch:failed', ({ count, error }) => logger.warn({ count, err: error }, 'batch failed; rows will be republished'));
   events.on('relay:retention:deleted', (e) => logger.info(e, 'deleted published rows past retention'));

@@ -39,6 +39,14 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
     });
   outboxGauge('strangler_relay_lag_seconds', 'Age of the oldest unpublished outbox row, refused ones included (0 when drained).', () => relay.lagSeconds());
   outboxGauge('strangler_relay_refused_rows', 'Unpublished outbox rows refused at least once and waiting for a retry (strangler status lists them).', () => relay.refusedRows());
+  new Gauge({
+    name: 'strangler_relay_claim_floor_held_seconds',
+    help: 'While leading: how long the claim floor has been held back by a transaction still open in the cluster (long-running, or prepared and never finished); claims slow down meanwhile.',
+    registers,
+    collect() {
+      this.set(relay.claimFloorHeldSeconds());
+    },
+  });
   leader.set(0);
   const ev = relay.events;
   ev.on('relay:batch:published', ({ count, durationMs }) => {

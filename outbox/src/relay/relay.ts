@@ -52,6 +52,11 @@ export interface RelayOptions {
    * time. Default 60,000 ms.
    */
   fullScanIntervalMs?: number;
+  /**
+   * The leader warns (`relay:claim:floor:held`) once its claim floor has been held back this
+   * long by a transaction still open (see Relay.claimFloorHeldSeconds). Default 60,000 ms.
+   */
+  floorHeldWarnMs?: number;
   /** A batch whose confirms take longer than this is abandoned and retried. Default 10,000 ms. */
   confirmTimeoutMs?: number;
   /** How often a follower tries to take the leader lease. Default 1,000 ms. */
@@ -82,6 +87,13 @@ export interface Relay {
   lagSeconds(): Promise<number>;
   /** Unpublished rows refused at least once and waiting for their retry (a lag with a cause to look at). */
   refusedRows(): Promise<number>;
+  /**
+   * While this relay leads: how long its claim floor (relay/claim.ts, ClaimFloor) has been held
+   * back by a transaction that is still open somewhere in the Postgres cluster, or a prepared
+   * one never committed; 0 when it is not held or this relay does not lead. Held, claims get
+   * slower as rows are published, until that transaction ends.
+   */
+  claimFloorHeldSeconds(): number;
   /** Checks for `/readyz`: the database answers and the broker connection is open. */
   readinessChecks(): Record<string, ReadinessCheck>;
 }
@@ -167,6 +179,7 @@ export function createRelay(options: RelayOptions): Relay {
     busyRampToPerSec: BUSY_RAMP_TO_PER_SEC,
     confirmTimeoutMs: 10_000,
     fullScanIntervalMs: 60_000,
+    floorHeldWarnMs: 60_000,
     leaseRetryMs: 1_000,
     retentionMs: 24 * 3_600_000,
     retentionIntervalMs: 60_000,
@@ -174,7 +187,7 @@ export function createRelay(options: RelayOptions): Relay {
     instance: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     ...stripUndefined(options),
   };
-  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
+  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'floorHeldWarnMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
     if (!(opts[name] > 0 && opts[name] <= MAX_TIMER_MS)) throw new Error(`createRelay: ${name} (${opts[name]}) must be above 0 and at most ${MAX_TIMER_MS} ms.`);
   }
   if (!(opts.busyRampFromPerSec >= 0 && opts.busyRampToPerSec > opts.busyRampFromPerSec)) {
@@ -192,6 +205,8 @@ export function createRelay(options: RelayOptions): Relay {
   let tasks: Promise<unknown>[] = [];
   let leading = false;
   let started = false;
+  // The leader's, for claimFloorHeldSeconds(); null between tenures.
+  let leaderFloor: ClaimFloor | null = null;
 
   function publisherFor(): Publisher {
     return new Publisher({
@@ -235,7 +250,10 @@ export function createRelay(options: RelayOptions): Relay {
     await setNotify(session, opts.notify);
     emit('relay:mode', { mode });
     const floor = new ClaimFloor(await claimFloorSupported(session), opts.fullScanIntervalMs);
-    emit('relay:claim:floor', { enabled: floor.enabled });
+    let floorEnabled = floor.enabled;
+    let floorHeldWarned = false;
+    emit('relay:claim:floor', { enabled: floorEnabled });
+    leaderFloor = floor;
     let windowStart = performance.now();
     let windowCount = 0;
     let settleAt = 0;
@@ -328,6 +346,17 @@ export function createRelay(options: RelayOptions): Relay {
         }
         polled = false;
         previousClaimAt = claimedAt;
+        // The floor turned off (or on) by the check before a full scan; or held back.
+        if (floor.enabled !== floorEnabled) {
+          floorEnabled = floor.enabled;
+          emit('relay:claim:floor', { enabled: floorEnabled });
+        }
+        const heldMs = floor.heldMs();
+        if (heldMs < opts.floorHeldWarnMs) floorHeldWarned = false;
+        else if (!floorHeldWarned) {
+          floorHeldWarned = true;
+          emit('relay:claim:floor:held', { seconds: Math.round(heldMs / 1_000) });
+        }
         // The same two checks again: the connection may have failed during the claim. The rows
         // are simply claimed again, in order, once the failed batches settled.
         if (transportFailed || staleBatches().length) continue;
@@ -393,6 +422,7 @@ export function createRelay(options: RelayOptions): Relay {
         }
       }
     } finally {
+      leaderFloor = null;
       // Batches in flight finish (their confirms are worth marking) before the tenure ends.
       await Promise.all(inFlight.keys());
       if (confirmed.length && !tenure.signal.aborted) await markPublished(session, confirmed).catch((error: unknown) => emit('relay:db:error', { error }));
@@ -509,6 +539,9 @@ export function createRelay(options: RelayOptions): Relay {
       if (!pool) return 0;
       const res = await pool.raw(REFUSED_SQL);
       return Number(res.rows[0]?.n ?? 0);
+    },
+    claimFloorHeldSeconds() {
+      return (leaderFloor?.heldMs() ?? 0) / 1_000;
     },
     readinessChecks() {
       return {
