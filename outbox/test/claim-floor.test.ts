@@ -135,6 +135,29 @@ describe('claim floor', () => {
     expect(await claimFor(floor, 150)).toEqual([tId]);
   });
 
+  it('stays at or below rows in flight, so a batch whose publication failed is claimed again', async () => {
+    const floor = new ClaimFloor(true, 3_600_000);
+    const first = await commitRow();
+    const [inFlight] = await claimBatch(session, 500, [], [], floor);
+    expect(inFlight!.id).toBe(first);
+    // Its confirm never comes while later rows are claimed, confirmed and the floor's candidates mature.
+    const later: string[] = [];
+    let confirmed: number[] = [];
+    const end = performance.now() + 400;
+    while (performance.now() < end) {
+      later.push(await commitRow());
+      const rows = await claimBatch(session, 500, [inFlight!.seq], confirmed, floor);
+      confirmed = rows.map((r) => r.seq);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await claimBatch(session, 500, [inFlight!.seq], confirmed, floor);
+    expect(floor.start).toBeGreaterThan(0);
+    expect(floor.start).toBeLessThanOrEqual(inFlight!.seq);
+    // The batch failed: its row is no longer in flight, and the next claim finds it again.
+    expect((await claimBatch(session, 500, [], [], floor)).map((r) => r.id)).toEqual([first]);
+    expect(later.length).toBeGreaterThan(5);
+  });
+
   it('reports how long a transaction left open holds it back', async () => {
     const floor = new ClaimFloor(true, 3_600_000);
     const open = await client('long-writer');
