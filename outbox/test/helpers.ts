@@ -33,8 +33,9 @@ export async function waitFor<T>(what: string, check: () => Promise<T> | T, time
  * `goDown()` closes every connection and drops new ones as soon as they are accepted (the server
  * is down). `dropAfter(ms)` closes each connection accepted from then on `ms` after it was
  * accepted (a server that takes connections and then drops them; null: no more). `stall(ms)`
- * holds each new connection that long before the server sees it (a slow connect). `accepted` counts the
- * connections it accepted.
+ * holds each new connection that long before the server sees it (a slow connect).
+ * `holdReplies()` keeps what the server sends until `releaseReplies()` (a server slow to answer:
+ * the client's requests arrive, the answers wait). `accepted` counts the connections it accepted.
  */
 export async function tcpProxy(host: string, port: number) {
   let silent = false;
@@ -42,6 +43,7 @@ export async function tcpProxy(host: string, port: number) {
   let accepted = 0;
   let lifetimeMs: number | null = null;
   let stallMs = 0;
+  let held: Array<() => void> | null = null;
   const silenced = new Set<net.Socket>();
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -59,7 +61,9 @@ export async function tcpProxy(host: string, port: number) {
     for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(from);
       from.on('data', (chunk) => {
-        if (!silent && !silenced.has(from)) to.write(chunk);
+        if (silent || silenced.has(from)) return;
+        if (held && from === upstream) held.push(() => to.write(chunk));
+        else to.write(chunk);
       });
       from.on('error', () => {});
       from.on('close', () => {
@@ -78,6 +82,14 @@ export async function tcpProxy(host: string, port: number) {
     partition: (which: 'all' | 'existing' = 'all') => {
       if (which === 'all') silent = true;
       else for (const s of sockets) silenced.add(s);
+    },
+    holdReplies: () => {
+      held ??= [];
+    },
+    releaseReplies: () => {
+      const writes = held ?? [];
+      held = null;
+      for (const write of writes) write();
     },
     stall: (ms: number) => {
       stallMs = ms;

@@ -137,6 +137,31 @@ describe('relay', () => {
     }
   });
 
+  it('keeps at most four batches awaiting their confirms, and goes on as they come', async () => {
+    const proxy = await partitionableProxy(broker.url);
+    try {
+      const relay = startRelay({ amqpUrl: proxy.url, batchSize: 5, notify: false, pollIntervalMs: 50 });
+      await waitFor('leadership', () => relay.isLeader);
+      proxy.holdReplies(); // the broker's confirms (and anything else it says) wait
+      await db.knex.raw(
+        `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
+         select gen_random_uuid(), 'item', 'cap-' || n, 1, 'item.created', '{}' from generate_series(1, 60) n`,
+      );
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(await drainQueue(broker, raw)).toHaveLength(20); // four batches of five reached the broker
+      expect(await unpublished()).toBe(60);
+      proxy.releaseReplies();
+      await waitFor('all 60 published', async () => (await unpublished()) === 0, 10_000);
+      const rest = await waitFor('the other 40 messages', async () => {
+        const m = await drainQueue(broker, raw);
+        return m.length >= 40 ? m : null;
+      });
+      expect(rest).toHaveLength(40);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('with NOTIFY switched off, the poll still publishes everything and the trigger stays silent', async () => {
     startRelay({ notify: false, pollIntervalMs: 100 });
     await waitFor('the trigger switched off', async () => (await db.knex('outbox_relay').first('notify'))?.notify === false);
