@@ -117,6 +117,7 @@ async function consumerProcess() {
   let at: number[] = [];
   let rx: number[] = [];
   consumer.events.on('consumer:batch:committed', ({ applied }) => {
+    if (!applied.length) return; // every message a duplicate
     count += applied.length;
     batches++;
     if (!recording) return;
@@ -283,11 +284,11 @@ async function main() {
     const receivedAt = new Map<string, number>();
     let appliedTotal = 0;
     let appliedBatches = 0;
-    let recording: () => void = () => {};
+    let onRecording: () => void = () => {};
     const ready = new Promise<void>((resolve) =>
       consumerChild.on('message', (m: ToParent) => {
         if (m.type === 'ready') resolve();
-        else if (m.type === 'recording') recording();
+        else if (m.type === 'recording') onRecording();
         else {
           appliedTotal += m.count;
           appliedBatches += m.batches;
@@ -382,8 +383,12 @@ async function main() {
     // first LATENCY_SETTLE_SECONDS at that rate are not recorded: the relay and the consumer
     // adapt their batching to the rate they see, and the throughput rounds just before left them
     // tuned for saturation.
-    await new Promise<void>((resolve) => {
-      recording = resolve;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the consumer did not start recording within 30 s')), 30_000);
+      onRecording = () => {
+        clearTimeout(timer);
+        resolve();
+      };
       consumerChild.send({ type: 'record' } satisfies ToChild);
     });
     const latencyCpuBefore = debug ? await accounts() : null;
@@ -398,7 +403,7 @@ async function main() {
     let placeError: unknown = null;
     let allSettled = () => {};
     const lateBySecond: number[][] = [];
-    for (let i = 0; i < total; i++) {
+    for (let i = 0; i < total && !placeError; i++) {
       const due = paceStart + (i * 1_000) / LATENCY_RATE;
       const wait = due - now();
       if (wait > 0) await sleep(wait);

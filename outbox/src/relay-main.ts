@@ -46,7 +46,8 @@ failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
   RELAY_FULL_SCAN_INTERVAL_MS   how often a claim starts from the oldest row instead of above
                                 what is published: a row set back to unpublished by hand is
                                 published within this time (default 60000)
-  RELAY_FLOOR_HELD_WARN_MS      warn when a transaction left open holds claims back this long
+  RELAY_CLAIM_FLOOR_HELD_WARN_MS
+                                warn when a transaction left open holds claims back this long
                                 (default 60000; metric strangler_relay_claim_floor_held_seconds)
   RELAY_LEASE_RETRY_MS          how often a standby relay tries to take the lead (default 1000)
   RELAY_RETENTION_HOURS         published rows are deleted after this long (default 24)

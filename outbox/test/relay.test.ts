@@ -86,7 +86,7 @@ describe('relay', () => {
   });
 
   it('reports a claim floor held back by a transaction left open: a gauge, and one warning per wait', async () => {
-    const relay = startRelay({ floorHeldWarnMs: 300 });
+    const relay = startRelay({ claimFloorHeldWarnMs: 300 });
     const registry = createRegistry();
     registerRelayMetrics(relay, registry);
     const warnings: Array<{ msg: string; seconds: number }> = [];
@@ -94,7 +94,7 @@ describe('relay', () => {
     const held = () => warnings.filter((l) => l.msg.startsWith('the claim floor has not risen'));
     const gauge = async () => Number(/^strangler_relay_claim_floor_held_seconds (\S+)$/m.exec(await registry.metrics())?.[1]);
     await waitFor('leadership', () => relay.isLeader);
-    // A transaction that has written (so it has an id) and stays open.
+    // A transaction with a transaction id that stays open.
     const open = await db.knex.transaction();
     try {
       await open.raw('select pg_current_xact_id()');
@@ -102,30 +102,35 @@ describe('relay', () => {
       await writeEvent(db.knex, 'held-1');
       await writeEvent(db.knex, 'held-2');
       await waitFor('the warning', () => held().length > 0, 5_000);
-      expect(held()[0]!.seconds).toBeGreaterThanOrEqual(0);
+      expect(held()[0]!.seconds).toBeGreaterThanOrEqual(0.3);
       expect(relay.claimFloorHeldSeconds()).toBeGreaterThanOrEqual(0.3);
       expect(await gauge()).toBeGreaterThanOrEqual(0.3);
       // Still held a while later: no second warning for the same wait.
       await writeEvent(db.knex, 'held-3');
-      await new Promise((r) => setTimeout(r, 700));
+      // Held, the floor slows claims; it never stops them.
+      await waitFor('held-3 published', async () => (await unpublished()) === 0);
+      await new Promise((r) => setTimeout(r, 500));
       expect(held()).toHaveLength(1);
-      expect(await unpublished()).toBe(0); // held, the floor slows claims; it never stops them
+      expect(relay.claimFloorHeldSeconds()).toBeGreaterThanOrEqual(0.8);
     } finally {
       await open.commit();
     }
     await writeEvent(db.knex, 'held-4');
-    await waitFor('the floor to rise again', async () => (await gauge()) < 0.3, 10_000);
+    await waitFor('the floor to rise again', async () => (await gauge()) === 0, 10_000);
   });
 
   it('warns when the claim floor turns off while it leads (its trigger disabled), and still publishes', async () => {
     const relay = startRelay({ fullScanIntervalMs: 200 });
     const states: boolean[] = [];
     relay.events.on('relay:claim:floor', ({ enabled }) => states.push(enabled));
+    const warnings: Array<{ msg: string }> = [];
+    logRelayEvents(relay.events, pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) }));
     await waitFor('leadership', () => relay.isLeader);
     await db.knex.raw('alter table outbox disable trigger outbox_assign_xid');
     try {
       await waitFor('the floor turned off', () => states.at(-1) === false, 5_000);
       expect(states).toEqual([true, false]);
+      expect(warnings.map((w) => w.msg)).toContainEqual(expect.stringMatching(/outbox_assign_xid trigger is missing or not enabled ALWAYS/));
       const w = await writeEvent(db.knex, 'floor-off-1');
       const got = await waitFor('the message', async () => {
         const m = await drainQueue(broker, raw);
@@ -147,8 +152,14 @@ describe('relay', () => {
         `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
          select gen_random_uuid(), 'item', 'cap-' || n, 1, 'item.created', '{}' from generate_series(1, 60) n`,
       );
-      await new Promise((r) => setTimeout(r, 1_000));
-      expect(await drainQueue(broker, raw)).toHaveLength(20); // four batches of five reached the broker
+      // Four batches of five reach the broker, and no more while their confirms wait.
+      const sent = await waitFor('the first messages at the broker', async () => {
+        const m = await drainQueue(broker, raw);
+        return m.length ? m : null;
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      sent.push(...(await drainQueue(broker, raw)));
+      expect(sent).toHaveLength(20);
       expect(await unpublished()).toBe(60);
       proxy.releaseReplies();
       await waitFor('all 60 published', async () => (await unpublished()) === 0, 10_000);

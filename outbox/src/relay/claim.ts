@@ -115,6 +115,8 @@ export async function claimBatch(session: pg.Client, limit: number, inFlight: nu
 export class ClaimFloor {
   private value = 0;
   private candidate: { high: number; xid: string } | null = null;
+  // A claim found the candidate not matured yet.
+  private blocked = false;
   private lastCandidateAt = -Infinity;
   private claimedSinceCandidate = 0;
   private lastFullScan = performance.now();
@@ -139,18 +141,20 @@ export class ClaimFloor {
     if (!supported) {
       this.value = 0;
       this.candidate = null;
+      this.blocked = false;
     }
   }
 
   /**
-   * How long the floor has waited for its candidate to mature (0 when no candidate waits): it
-   * normally matures by the next claim or so; it cannot while a transaction that took its id
-   * before the candidate's is still open anywhere in the cluster (a long-running write, or a
-   * prepared transaction nobody finished). Meanwhile the floor stays where it is, and claims step
-   * over what is published above it, as without a floor.
+   * How long the floor has been held back: since its candidate was taken, once a later claim
+   * found it not matured; 0 otherwise. A candidate normally matures by the next claim; it cannot
+   * while a transaction that took its id before the candidate's is still open anywhere in the
+   * cluster (a long write, or a prepared transaction nobody finished). Meanwhile the floor stays
+   * where it is, and claims step over what is published above it, as without a floor. A lower
+   * bound of that transaction's age.
    */
   heldMs(now = performance.now()): number {
-    return this.on && this.candidate ? now - this.lastCandidateAt : 0;
+    return this.on && this.candidate && this.blocked ? now - this.lastCandidateAt : 0;
   }
 
   /** The lowest `seq` the next pending claim reads. */
@@ -181,7 +185,8 @@ export class ClaimFloor {
       for (const seq of inFlight) if (seq < next) next = seq;
       if (next > this.value) this.value = next;
       this.candidate = null;
-    }
+      this.blocked = false;
+    } else if (this.candidate) this.blocked = true; // this claim checked it (its horizon, $5)
     if (meta.xid !== null && meta.high !== null) {
       this.candidate = { high: meta.high, xid: meta.xid };
       this.lastCandidateAt = performance.now();

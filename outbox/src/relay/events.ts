@@ -27,7 +27,7 @@ export interface RelayEventMap {
    * lowest `seq`.
    */
   'relay:claim:floor': [{ enabled: boolean }];
-  /** The claim floor has been held back `seconds` (RelayOptions.floorHeldWarnMs) by a transaction still open; once per such wait. */
+  /** The claim floor has been held back `seconds` (RelayOptions.claimFloorHeldWarnMs) by a transaction still open; once per such wait. */
   'relay:claim:floor:held': [{ seconds: number }];
   'relay:batch:published': [{ count: number; failed: number; durationMs: number }];
   'relay:batch:failed': [{ count: number; error: unknown }];

@@ -49,12 +49,13 @@ export function logRelayEvents(events: RelayEvents, logger: Logger, { refusalsSu
   events.on('relay:db:error', ({ error }) => logger.warn({ err: error }, 'database error'));
   events.on('relay:mode', (e) => logger.debug(e, 'wake-up mode'));
   events.on('relay:claim:floor', ({ enabled }) => {
-    if (!enabled) logger.warn(`the outbox has no ${OUTBOX_XID_TRIGGER} trigger (or its seq sequence caches values): every claim steps over the rows published since the last VACUUM; run the migrations`);
+    if (enabled) logger.debug('claims start above what is published (claim floor on)');
+    else logger.warn(`the outbox's ${OUTBOX_XID_TRIGGER} trigger is missing or not enabled ALWAYS, or its seq sequence caches values: every claim steps over the rows published since the last VACUUM; run the migrations`);
   });
   events.on('relay:claim:floor:held', ({ seconds }) =>
     logger.warn(
       { seconds },
-      `the claim floor has not risen for ${seconds} s: a transaction that has written is still open in some database of this Postgres cluster, or a prepared one was never finished (see pg_stat_activity.backend_xid, pg_prepared_xacts); until it ends, each claim steps over every row published since`,
+      `the claim floor has not risen for ${seconds} s: a transaction with a transaction id (it wrote, locked rows or asked for one) has been open at least that long in some database of this Postgres cluster, or a prepared one was never finished (see pg_stat_activity.backend_xid, pg_prepared_xacts); until it ends, each claim steps over every row published since`,
     ),
   );
   events.on('relay:batch:published', (e) => logger.debug(e, 'batch published'));

@@ -41,7 +41,7 @@ export function registerRelayMetrics(relay: Relay, registry: Registry): void {
   outboxGauge('strangler_relay_refused_rows', 'Unpublished outbox rows refused at least once and waiting for a retry (strangler status lists them).', () => relay.refusedRows());
   new Gauge({
     name: 'strangler_relay_claim_floor_held_seconds',
-    help: 'While leading: how long the claim floor has been held back by a transaction still open in the cluster (long-running, or prepared and never finished); claims slow down meanwhile.',
+    help: 'While leading: how long the claim floor has been held back by a transaction still open in the Postgres cluster (a long one with a transaction id, or a prepared one never finished); 0 when not held. Claims slow down meanwhile.',
     registers,
     collect() {
       this.set(relay.claimFloorHeldSeconds());

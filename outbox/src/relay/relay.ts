@@ -56,7 +56,7 @@ export interface RelayOptions {
    * The leader warns (`relay:claim:floor:held`) once its claim floor has been held back this
    * long by a transaction still open (see Relay.claimFloorHeldSeconds). Default 60,000 ms.
    */
-  floorHeldWarnMs?: number;
+  claimFloorHeldWarnMs?: number;
   /** A batch whose confirms take longer than this is abandoned and retried. Default 10,000 ms. */
   confirmTimeoutMs?: number;
   /** How often a follower tries to take the leader lease. Default 1,000 ms. */
@@ -90,8 +90,8 @@ export interface Relay {
   /**
    * While this relay leads: how long its claim floor (relay/claim.ts, ClaimFloor) has been held
    * back by a transaction that is still open somewhere in the Postgres cluster, or a prepared
-   * one never committed; 0 when it is not held or this relay does not lead. Held, claims get
-   * slower as rows are published, until that transaction ends.
+   * one never finished; 0 when it is not held or this relay does not lead (ClaimFloor.heldMs).
+   * Held, claims get slower as rows are published, until that transaction ends.
    */
   claimFloorHeldSeconds(): number;
   /** Checks for `/readyz`: the database answers and the broker connection is open. */
@@ -179,7 +179,7 @@ export function createRelay(options: RelayOptions): Relay {
     busyRampToPerSec: BUSY_RAMP_TO_PER_SEC,
     confirmTimeoutMs: 10_000,
     fullScanIntervalMs: 60_000,
-    floorHeldWarnMs: 60_000,
+    claimFloorHeldWarnMs: 60_000,
     leaseRetryMs: 1_000,
     retentionMs: 24 * 3_600_000,
     retentionIntervalMs: 60_000,
@@ -187,7 +187,7 @@ export function createRelay(options: RelayOptions): Relay {
     instance: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     ...stripUndefined(options),
   };
-  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'floorHeldWarnMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
+  for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'claimFloorHeldWarnMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
     if (!(opts[name] > 0 && opts[name] <= MAX_TIMER_MS)) throw new Error(`createRelay: ${name} (${opts[name]}) must be above 0 and at most ${MAX_TIMER_MS} ms.`);
   }
   if (!(opts.busyRampFromPerSec >= 0 && opts.busyRampToPerSec > opts.busyRampFromPerSec)) {
@@ -352,10 +352,10 @@ export function createRelay(options: RelayOptions): Relay {
           emit('relay:claim:floor', { enabled: floorEnabled });
         }
         const heldMs = floor.heldMs();
-        if (heldMs < opts.floorHeldWarnMs) floorHeldWarned = false;
+        if (heldMs < opts.claimFloorHeldWarnMs) floorHeldWarned = false;
         else if (!floorHeldWarned) {
           floorHeldWarned = true;
-          emit('relay:claim:floor:held', { seconds: Math.round(heldMs / 1_000) });
+          emit('relay:claim:floor:held', { seconds: Math.round(heldMs / 100) / 10 });
         }
         // The same two checks again: the connection may have failed during the claim. The rows
         // are simply claimed again, in order, once the failed batches settled.
