@@ -28,33 +28,32 @@ const usage = `Usage: npm run relay -- --db <database>
 Publishes the outbox of <database> to RabbitMQ. One relay leads per database; start more for
 failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
 
-  RELAY_EXCHANGE                exchange published to (default strangler.events)
-  RELAY_BATCH_SIZE              most rows claimed and published at once (default 500)
-  RELAY_NOTIFY                  on: woken by LISTEN/NOTIFY, switched off by the relay itself
-                                above 100 events/s; off: polling only (default on)
-  RELAY_POLL_INTERVAL_MS        poll interval when idle, a lost notification costs at most this
-                                (default 1000)
-  RELAY_BUSY_POLL_MS            poll interval while busy, below the ramp (default 2)
-  RELAY_BUSY_POLL_MAX_MS        poll interval above the ramp; larger batches, less CPU per
-                                event, more latency (default 100)
-  RELAY_BUSY_RAMP_FROM_PER_SEC  events/s where the busy poll starts to grow (default 600)
-  RELAY_BUSY_RAMP_TO_PER_SEC    events/s where it reaches RELAY_BUSY_POLL_MAX_MS (default 1000).
-                                Set the ramp below the rate your producers reach when the
-                                database host is saturated, above the rates where latency counts
-  RELAY_CONFIRM_TIMEOUT_MS      a batch not confirmed by the broker in this time is retried
-                                (default 10000)
-  RELAY_FULL_SCAN_INTERVAL_MS   how often a claim starts from the oldest row instead of above
-                                what is published: a row set back to unpublished by hand is
-                                published within this time (default 60000)
-  RELAY_CLAIM_FLOOR_HELD_WARN_MS
-                                warn when a transaction left open holds claims back this long
-                                (default 60000; metric strangler_relay_claim_floor_held_seconds)
-  RELAY_LEASE_RETRY_MS          how often a standby relay tries to take the lead (default 1000)
-  RELAY_RETENTION_HOURS         published rows are deleted after this long (default 24)
-  RELAY_RETENTION_INTERVAL_MS   how often retention runs (default 60000)
-  RELAY_METRICS_PORT            /healthz, /readyz, /metrics (default 9464; 0 picks a free port)
-  RELAY_METRICS_HOST            address they listen on (default 127.0.0.1)
-  RELAY_INSTANCE                this relay's name in logs and metrics (default host and pid)`;
+  RELAY_EXCHANGE                  exchange published to (default strangler.events)
+  RELAY_BATCH_SIZE                most rows claimed and published at once (default 500)
+  RELAY_NOTIFY                    on: woken by LISTEN/NOTIFY, switched off by the relay itself
+                                  above 100 events/s; off: polling only (default on)
+  RELAY_POLL_INTERVAL_MS          poll interval when idle, a lost notification costs at most this
+                                  (default 1000)
+  RELAY_BUSY_POLL_MS              poll interval while busy, below the ramp (default 2)
+  RELAY_BUSY_POLL_MAX_MS          poll interval above the ramp; larger batches, less CPU per
+                                  event, more latency (default 100)
+  RELAY_BUSY_RAMP_FROM_PER_SEC    events/s where the busy poll starts to grow (default 600)
+  RELAY_BUSY_RAMP_TO_PER_SEC      events/s where it reaches RELAY_BUSY_POLL_MAX_MS (default 1000).
+                                  Set the ramp below the rate your producers reach when the
+                                  database host is saturated, above the rates where latency counts
+  RELAY_CONFIRM_TIMEOUT_MS        a batch not confirmed by the broker in this time is retried
+                                  (default 10000)
+  RELAY_FULL_SCAN_INTERVAL_MS     how often a claim starts from the oldest row instead of above
+                                  what is published: a row set back to unpublished by hand is
+                                  published within this time (default 60000)
+  RELAY_CLAIM_FLOOR_HELD_WARN_MS  warn when a transaction left open holds claims back this long
+                                  (default 60000; metric strangler_relay_claim_floor_held_seconds)
+  RELAY_LEASE_RETRY_MS            how often a standby relay tries to take the lead (default 1000)
+  RELAY_RETENTION_HOURS           published rows are deleted after this long (default 24)
+  RELAY_RETENTION_INTERVAL_MS     how often retention runs (default 60000)
+  RELAY_METRICS_PORT              /healthz, /readyz, /metrics (default 9464; 0 picks a free port)
+  RELAY_METRICS_HOST              address they listen on (default 127.0.0.1)
+  RELAY_INSTANCE                  this relay's name in logs and metrics (default host and pid)`;
 let values: { db?: string; help?: boolean };
 try {
   ({ values } = parseArgs({ options: { db: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
