@@ -37,6 +37,13 @@ afterEach(async () => {
   await ch.purgeQueue(raw);
 });
 
+/** A relay's warnings and errors as logged (logRelayEvents), parsed, in `lines`. */
+function logWarnings<Line extends { msg: string }>(relay: Relay, options?: Parameters<typeof logRelayEvents>[2]): Line[] {
+  const lines: Line[] = [];
+  logRelayEvents(relay.events, pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) }), options);
+  return lines;
+}
+
 const unpublished = async () => Number((await db.knex('outbox').whereNull('published_at').count<{ c: number }[]>({ c: '*' }))[0]!.c);
 
 describe('relay', () => {
@@ -89,8 +96,7 @@ describe('relay', () => {
     const relay = startRelay({ claimFloorHeldWarnMs: 300 });
     const registry = createRegistry();
     registerRelayMetrics(relay, registry);
-    const warnings: Array<{ msg: string; seconds: number }> = [];
-    logRelayEvents(relay.events, pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) }));
+    const warnings = logWarnings<{ msg: string; seconds: number }>(relay);
     const held = () => warnings.filter((l) => l.msg.startsWith('the claim floor has not risen'));
     const gauge = async () => Number(/^strangler_relay_claim_floor_held_seconds (\S+)$/m.exec(await registry.metrics())?.[1]);
     await waitFor('leadership', () => relay.isLeader);
@@ -123,8 +129,7 @@ describe('relay', () => {
     const relay = startRelay({ fullScanIntervalMs: 200 });
     const states: boolean[] = [];
     relay.events.on('relay:claim:floor', ({ enabled }) => states.push(enabled));
-    const warnings: Array<{ msg: string }> = [];
-    logRelayEvents(relay.events, pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) }));
+    const warnings = logWarnings(relay);
     await waitFor('leadership', () => relay.isLeader);
     await db.knex.raw('alter table outbox disable trigger outbox_assign_xid');
     try {
@@ -361,10 +366,8 @@ describe('relay', () => {
       `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
        select gen_random_uuid(), 'thing', 'thing-' || n, 1, 'thing.created', '{}' from generate_series(1, 300) n`,
     );
-    const lines: Array<{ msg: string; count?: number; eventType?: string }> = [];
-    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const relay = startRelay();
-    logRelayEvents(relay.events, logger, { refusalsSummaryMs: 300 });
+    const lines = logWarnings<{ msg: string; count?: number; eventType?: string }>(relay, { refusalsSummaryMs: 300 });
     await waitFor('every row refused once', async () => Number((await db.knex('outbox').where({ event_type: 'thing.created' }).where('attempts', '>', 0).count({ c: '*' }))[0]!.c) === 300);
     await waitFor('the summary', () => lines.some((l) => l.msg.startsWith('broker refused events')), 5_000);
     const refusals = lines.filter((l) => l.msg.startsWith('broker refused'));
