@@ -130,7 +130,8 @@ describe('relay', () => {
     const states: boolean[] = [];
     relay.events.on('relay:claim:floor', ({ enabled }) => states.push(enabled));
     const warnings = logWarnings(relay);
-    await waitFor('leadership', () => relay.isLeader);
+    // The tenure's first check, not only the lease: it comes a few statements later.
+    await waitFor('the floor checked on taking the lease', () => states.length > 0);
     await db.knex.raw('alter table outbox disable trigger outbox_assign_xid');
     try {
       await waitFor('the floor turned off', () => states.at(-1) === false, 5_000);
