@@ -57,7 +57,7 @@ const THROUGHPUT_WARMUP_SECONDS = 3;
 // 30 s, 15,000 events at 500/s: the p99 is then the 150th slowest, not the 50th. The slow events
 // come in bursts (a process's GC or a descheduled backend stalls every event in flight for 10 to
 // 40 ms), a few a second, so over 10 s the p99 said how many bursts happened to fall in the
-// window: 10.3 to 15.6 ms between runs of one machine, 9 to 11 ms over 30 s.
+// window: 10.3 to 15.6 ms between runs on one machine; over 40 s, 10.0 ms in two runs on another.
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 30);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 500);
 const LATENCY_SETTLE_SECONDS = 1;
