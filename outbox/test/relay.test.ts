@@ -301,6 +301,10 @@ describe('relay', () => {
       expect(connected, 'connections that opened').toBeGreaterThanOrEqual(2);
       expect(proxy.accepted).toBeLessThanOrEqual(11);
       proxy.dropAfter(null);
+      // A connection accepted before still closes 400 ms after it was: an event published on it
+      // could lose its confirm and go out again on the next one (a duplicate the relay is allowed,
+      // not the one this test counts on). Once those are gone, every connection holds.
+      await new Promise((r) => setTimeout(r, 500));
       const written = await writeEvent(db.knex, 'flapping-broker');
       await waitFor('published once connections hold', async () => (await unpublished()) === 0, 15_000);
       expect((await drainQueue(broker, raw)).map((m) => m.id)).toEqual([written.id]);
