@@ -44,16 +44,20 @@ function logWarnings<Line extends { msg: string }>(relay: Relay, options?: Param
   return lines;
 }
 
+/** Waits until at least `count` messages reached the test queue, and takes them. */
+const messagesAtBroker = (what: string, count = 1, timeoutMs?: number) =>
+  waitFor(what, async () => {
+    const m = await drainQueue(broker, raw);
+    return m.length >= count ? m : null;
+  }, timeoutMs);
+
 const unpublished = async () => Number((await db.knex('outbox').whereNull('published_at').count<{ c: number }[]>({ c: '*' }))[0]!.c);
 
 describe('relay', () => {
   it('publishes each committed event as a persistent message routed by its type, with the envelope headers', async () => {
     const written = [await writeEvent(db.knex, 'env-1'), await writeEvent(db.knex, 'env-1')];
     startRelay();
-    const got = await waitFor('two messages', async () => {
-      const m = await drainQueue(broker, raw);
-      return m.length ? m : null;
-    });
+    const got = await messagesAtBroker('two messages');
     expect(got.map((m) => m.id)).toEqual(written.map((w) => w.id));
     expect(got[0]).toMatchObject({
       routingKey: 'item.created',
@@ -76,19 +80,13 @@ describe('relay', () => {
     });
     await waitFor('the late row to be inserted', () => lateId);
     const after = [await writeEvent(db.knex, 'early-1'), await writeEvent(db.knex, 'early-2')];
-    const first = await waitFor('the later rows relayed', async () => {
-      const m = await drainQueue(broker, raw);
-      return m.length >= 2 ? m : null;
-    });
+    const first = await messagesAtBroker('the later rows relayed', 2);
     expect(first.map((m) => m.id)).toEqual(after.map((a) => a.id));
     const seqs = await db.knex('outbox').select('id', 'seq').orderBy('seq');
     expect(seqs.findIndex((r) => r.id === lateId)).toBeLessThan(seqs.findIndex((r) => r.id === after[0]!.id));
     release();
     await late;
-    const second = await waitFor('the late row relayed', async () => {
-      const m = await drainQueue(broker, raw);
-      return m.length ? m : null;
-    }, 5_000);
+    const second = await messagesAtBroker('the late row relayed', 1, 5_000);
     expect(second.map((m) => m.id)).toEqual([lateId]);
   });
 
@@ -138,10 +136,7 @@ describe('relay', () => {
       expect(states).toEqual([true, false]);
       expect(warnings.map((w) => w.msg)).toContainEqual(expect.stringMatching(/outbox_assign_xid trigger is missing or not enabled ALWAYS/));
       const w = await writeEvent(db.knex, 'floor-off-1');
-      const got = await waitFor('the message', async () => {
-        const m = await drainQueue(broker, raw);
-        return m.length ? m : null;
-      });
+      const got = await messagesAtBroker('the message');
       expect(got.map((m) => m.id)).toEqual([w.id]);
     } finally {
       await createOutboxXidTrigger(db.knex);
@@ -159,20 +154,14 @@ describe('relay', () => {
          select gen_random_uuid(), 'item', 'cap-' || n, 1, 'item.created', '{}' from generate_series(1, 60) n`,
       );
       // Four batches of five reach the broker, and no more while their confirms wait.
-      const sent = await waitFor('the first messages at the broker', async () => {
-        const m = await drainQueue(broker, raw);
-        return m.length ? m : null;
-      });
+      const sent = await messagesAtBroker('the first messages at the broker');
       await new Promise((r) => setTimeout(r, 500));
       sent.push(...(await drainQueue(broker, raw)));
       expect(sent).toHaveLength(20);
       expect(await unpublished()).toBe(60);
       proxy.releaseReplies();
       await waitFor('all 60 published', async () => (await unpublished()) === 0, 10_000);
-      const rest = await waitFor('the other 40 messages', async () => {
-        const m = await drainQueue(broker, raw);
-        return m.length >= 40 ? m : null;
-      });
+      const rest = await messagesAtBroker('the other 40 messages', 40);
       expect(rest).toHaveLength(40);
     } finally {
       await proxy.close();
@@ -183,10 +172,7 @@ describe('relay', () => {
     startRelay({ notify: false, pollIntervalMs: 100 });
     await waitFor('the trigger switched off', async () => (await db.knex('outbox_relay').first('notify'))?.notify === false);
     const w = await writeEvent(db.knex, 'poll-1');
-    const got = await waitFor('the message', async () => {
-      const m = await drainQueue(broker, raw);
-      return m.length ? m : null;
-    });
+    const got = await messagesAtBroker('the message');
     expect(got.map((m) => m.id)).toEqual([w.id]);
   });
 
