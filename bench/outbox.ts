@@ -21,7 +21,8 @@
  * RabbitMQ. Everything it creates (three databases, an exchange, queues) is removed at the end.
  * Bounded: about two minutes.
  *
- * Settings (environment): BENCH_CLIENTS (16), BENCH_ROUNDS (5), BENCH_CEILING_SECONDS (3),
+ * Settings (environment): BENCH_CLIENTS (16; each opens two Postgres connections, and the run
+ * refuses to start when max_connections leaves too few), BENCH_ROUNDS (5), BENCH_CEILING_SECONDS (3),
  * BENCH_THROUGHPUT_SECONDS (8), BENCH_LATENCY_SECONDS (30), BENCH_LATENCY_RATE (500 events/s:
  * the target's rate; others show how latency depends on load), BENCH_DEBUG=1 (where the time
  * goes, on stderr), BENCH_PROFILE_DIR (CPU profiles of the relay and the consumer).
@@ -41,7 +42,9 @@ import {
   pgConnection,
   pgEnv,
   repoRoot,
+  withAdminClient,
   type Knex,
+  type PgConnection,
 } from '@strangler/platform';
 // Internal to the consumer, not exported by the package; see placeOrder.
 import { consumerTransaction } from '../outbox/src/consumer/pg-transaction.ts';
@@ -62,9 +65,11 @@ const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 30);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 500);
 const LATENCY_SETTLE_SECONDS = 1;
 
+if (!(Number.isInteger(CLIENTS) && CLIENTS >= 1 && CLIENTS <= 1_000)) throw new Error(`BENCH_CLIENTS="${process.env.BENCH_CLIENTS}": give a whole number of producing clients from 1 to 1000.`);
 if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) throw new Error(`BENCH_ROUNDS="${process.env.BENCH_ROUNDS}": give a whole number of rounds, 1 or more.`);
 if (!(THROUGHPUT_SECONDS >= THROUGHPUT_WARMUP_SECONDS + 1)) throw new Error(`BENCH_THROUGHPUT_SECONDS="${process.env.BENCH_THROUGHPUT_SECONDS}": give at least ${THROUGHPUT_WARMUP_SECONDS + 1} (the first ${THROUGHPUT_WARMUP_SECONDS} s of each round are warm-up).`);
 if (!(Number.isInteger(LATENCY_RATE) && LATENCY_RATE >= 1 && LATENCY_RATE <= 5_000)) throw new Error(`BENCH_LATENCY_RATE="${process.env.BENCH_LATENCY_RATE}": give a whole number of events per second from 1 to 5000.`);
+if (!(LATENCY_SECONDS * LATENCY_RATE >= 1)) throw new Error(`BENCH_LATENCY_SECONDS="${process.env.BENCH_LATENCY_SECONDS}": give a number of seconds above 0, long enough for one event at BENCH_LATENCY_RATE (${LATENCY_RATE}/s).`);
 if (!(CEILING_SECONDS > 0)) throw new Error(`BENCH_CEILING_SECONDS="${process.env.BENCH_CEILING_SECONDS}": give a number of seconds above 0.`);
 const env = loadConfig({ ...pgEnv, ...amqpEnv });
 const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
@@ -81,12 +86,16 @@ const now = () => performance.timeOrigin + performance.now();
 type ToParent = { type: 'ready' } | { type: 'recording' } | { type: 'applied'; count: number; batches: number; ids: string[]; at: number[]; rx: number[] };
 type ToChild = { type: 'record' };
 const debug = !!process.env.BENCH_DEBUG;
+// Postgres connections besides the producers' pools: the consumer's pool, and the relay's (its
+// leader session, its listener and a pool of two for readiness, metrics and retention).
+const CONSUMER_POOL = 6;
+const RELAY_CONNECTIONS = 4;
 
 if (process.argv[2] === '--consumer') await consumerProcess();
 else await main();
 
 async function consumerProcess() {
-  const db = createDb(pgConnection(env, consumerDb), { applicationName: 'bench-consumer', pool: { max: 6 } });
+  const db = createDb(pgConnection(env, consumerDb), { applicationName: 'bench-consumer', pool: { max: CONSUMER_POOL } });
   const received = new Map<string, number>();
   let recording = false;
   const consumer = await consume({
@@ -248,6 +257,7 @@ async function main() {
   }
 
   try {
+    await checkConnections(connection);
     await ensureDatabase(connection, producerDb);
     await ensureDatabase(connection, ceilingDb);
     await ensureDatabase(connection, consumerDb);
@@ -495,6 +505,32 @@ async function main() {
   } finally {
     clearTimeout(deadline);
     await cleanup();
+  }
+}
+
+/**
+ * Refuses to start when Postgres cannot take the connections the run opens (two pools of CLIENTS,
+ * the admin connection, the relay's and the consumer's): otherwise a pool would fail midway with
+ * "too many clients already". Checked before anything is created; the checking connection itself
+ * counts as the admin one.
+ */
+async function checkConnections(connection: PgConnection): Promise<void> {
+  const others = RELAY_CONNECTIONS + CONSUMER_POOL;
+  const { max, free } = await withAdminClient(connection, async (client) => {
+    const { rows } = await client.query<{ max: number; free: number }>(
+      `select current_setting('max_connections')::int as max,
+              current_setting('max_connections')::int
+                - (select count(*) from pg_stat_activity where backend_type = 'client backend')::int
+                - case when (select rolsuper from pg_roles where rolname = current_user) then 0
+                       else current_setting('superuser_reserved_connections')::int end as free`,
+    );
+    return rows[0]!;
+  });
+  const needed = 2 * CLIENTS + others;
+  if (needed > free) {
+    throw new Error(
+      `BENCH_CLIENTS=${CLIENTS} needs ${needed} more Postgres connections (two pools of ${CLIENTS}, ${others} for the relay and the consumer), but the server has ${free} free (max_connections ${max}): lower BENCH_CLIENTS to at most ${Math.max(0, Math.floor((free - others) / 2))} or raise max_connections.`,
+    );
   }
 }
 
