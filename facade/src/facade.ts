@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
-import { createLogger, createRegistry, type Logger, type Registry } from '@strangler/platform';
+import { createLogger, createRegistry, startSpan, tracingEnabled, type Logger, type Registry, type SpanHandle } from '@strangler/platform';
 import { AuditLog, diffTables, type AuditSource } from './admin/audit.ts';
 import { tokenChecker } from './admin/token.ts';
 import { hasBody, readBodyBounded } from './body.ts';
@@ -421,6 +421,7 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
       answeredBy: decision.upstream.name,
       side: decision.side,
     };
+    const span = tracingEnabled() ? facadeSpan(x) : null;
     metrics.started();
     table.lease.hold();
     // `on`, not `once`: a response emits 'close' once, and once() costs a bound wrapper per request.
@@ -437,6 +438,11 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
         abortAttempt(a);
       }
       metrics.observe(x.route?.id ?? DEFAULT_ROUTE, x.answeredBy, x.side, finished ? res.statusCode : 499, (performance.now() - x.started) / 1000);
+      if (span) {
+        const status = finished ? res.statusCode : 499;
+        span.setAttributes({ 'http.response.status_code': status, 'strangler.answered_by': x.answeredBy });
+        span.end(status >= 500 ? { failed: `HTTP ${status}` } : undefined);
+      }
     });
     void dispatch(x).catch((err) => {
       logger.error({ err, requestId: x.requestId }, 'facade dispatch failed');
@@ -444,6 +450,25 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
       else res.destroy();
     });
   };
+
+  /**
+   * The facade's span of a request (tracing on): named by route, it continues the client's trace,
+   * and the upstream (and a shadow copy) gets the span's traceparent in place of the client's.
+   */
+  function facadeSpan(x: Exchange): SpanHandle {
+    const { req } = x;
+    const incoming = req.headers.traceparent;
+    const span = startSpan(`${req.method ?? 'GET'} ${x.route?.id ?? DEFAULT_ROUTE}`, 'server', typeof incoming === 'string' ? incoming : undefined, {
+      'http.request.method': req.method ?? 'GET',
+      'url.path': (req.url ?? '/').split('?')[0]!,
+      'strangler.route': x.route?.id ?? DEFAULT_ROUTE,
+      'strangler.serve': x.decision.upstream.name,
+      'strangler.side': x.side,
+      ...(x.decision.shadow && x.route?.shadow ? { 'strangler.shadow_to': x.route.shadow.candidate.name } : {}),
+    });
+    req.headers.traceparent = span.traceparent;
+    return span;
+  }
 
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const table = current;

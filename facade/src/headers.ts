@@ -6,9 +6,10 @@ import { newRequestId, REQUEST_ID_HEADER } from '@strangler/platform';
  *
  * Toward the upstream: client-sent `x-strangler-*` headers are removed (only the facade sets
  * them: dry runs, shadow copies); `x-request-id` is kept when sane, otherwise generated;
- * `traceparent` passes unchanged; X-Forwarded-For is appended to, X-Forwarded-Proto and
- * X-Forwarded-Host are set from what the facade saw; hop-by-hop headers (RFC 9110 7.6.1 and any
- * named in Connection) are not forwarded; `Expect` is answered by the facade itself.
+ * `traceparent` passes unchanged (with tracing on, facade.ts puts its own span's in its
+ * place); X-Forwarded-For is appended to, X-Forwarded-Proto and X-Forwarded-Host are set from
+ * what the facade saw; hop-by-hop headers (RFC 9110 7.6.1 and any named in Connection) are not
+ * forwarded; `Expect` is answered by the facade itself.
  * Transfer-Encoding stays: it is how the body is framed, and Node re-frames it per hop.
  * Toward the client: the upstream's hop-by-hop headers are dropped, the rest is unchanged.
  */

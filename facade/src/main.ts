@@ -2,7 +2,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { createLogger, loadConfig, onShutdown, port, repoRoot } from '@strangler/platform';
+import { createLogger, loadConfig, onShutdown, port, repoRoot, startTracing } from '@strangler/platform';
 import { createFacade } from './facade.ts';
 import { RouteTableError } from './routes/load.ts';
 import { listenFacade } from './server.ts';
@@ -79,6 +79,13 @@ export async function main(argv: string[]): Promise<void> {
     console.error(`${(err as Error).message}\n\nUsage: ${USAGE}`);
     process.exit(2);
   }
+  let stopTracing;
+  try {
+    stopTracing = startTracing('facade', logger);
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(2);
+  }
 
   let facade;
   try {
@@ -124,7 +131,7 @@ export async function main(argv: string[]): Promise<void> {
       (err) => logger.error({ err }, 'SIGHUP reload failed'),
     );
   });
-  onShutdown(logger, [() => running.close(8_000)]);
+  onShutdown(logger, [() => running.close(8_000), stopTracing]);
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

@@ -1,4 +1,4 @@
-import { createDb, createLogger, ensureDatabase, listen, migrateLatest, migrationsDir, onShutdown, pgConnection } from '@strangler/platform';
+import { createDb, createLogger, ensureDatabase, listen, migrateLatest, migrationsDir, onShutdown, pgConnection, startTracing } from '@strangler/platform';
 import { createApp } from './app.ts';
 import { loadMonolithConfig } from './config.ts';
 import { FakePaymentProvider } from './payments/provider.ts';
@@ -7,6 +7,7 @@ import { FakePaymentProvider } from './payments/provider.ts';
 const logger = createLogger('monolith');
 try {
   const config = loadMonolithConfig();
+  const stopTracing = startTracing('monolith', logger);
   const connection = pgConnection(config, config.MONOLITH_DB);
   if (await ensureDatabase(connection, config.MONOLITH_DB)) logger.info({ database: config.MONOLITH_DB }, 'created database');
   const db = createDb(connection, { applicationName: 'monolith' });
@@ -46,6 +47,7 @@ try {
   onShutdown(logger, [
     () => Promise.all([server.close(config.SHUTDOWN_GRACE_MS), monolith.dispatcher.stop(), monolith.forwarder?.close()]),
     () => db.destroy(),
+    stopTracing,
   ]);
 } catch (err) {
   logger.fatal({ err }, 'monolith failed to start');

@@ -1,5 +1,5 @@
 import express from 'express';
-import { createDb, createLogger, createRegistry, healthRoutes, listen, metricsHandler, onShutdown, pgConnection } from '@strangler/platform';
+import { createDb, createLogger, createRegistry, healthRoutes, listen, metricsHandler, onShutdown, pgConnection, startTracing } from '@strangler/platform';
 import { loadSyncConfig } from './sync/config.ts';
 import { syncQueueName } from './sync/bind.ts';
 import { startMonolithSync } from './sync/consumer.ts';
@@ -9,6 +9,7 @@ import { observeSync } from './sync/metrics.ts';
 const logger = createLogger('monolith-sync');
 try {
   const config = loadSyncConfig();
+  const stopTracing = startTracing('monolith-sync', logger);
   const db = createDb(pgConnection(config, config.MONOLITH_DB), { applicationName: 'monolith-sync', pool: { max: config.SYNC_CONCURRENCY + 2 } });
   const { rows } = await db.raw<{ rows: Array<{ ready: boolean }> }>("select to_regclass('inbox') is not null and to_regclass('notifications') is not null as ready");
   if (!rows[0]?.ready) {
@@ -46,7 +47,7 @@ try {
 
   // Budget 10 s: the consumer finishes its transactions in flight (at most ~5 s) and closes its
   // channels (at most 2 s) while the metrics server closes; then the pool.
-  onShutdown(logger, [() => Promise.all([consumer.stop(), server.close(1_000)]), () => db.destroy()]);
+  onShutdown(logger, [() => Promise.all([consumer.stop(), server.close(1_000)]), () => db.destroy(), stopTracing]);
 } catch (err) {
   logger.fatal({ err }, 'monolith sync consumer failed to start');
   process.exit(1);

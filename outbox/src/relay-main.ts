@@ -10,6 +10,7 @@ import {
   loadConfig,
   metricsHandler,
   onShutdown,
+  startTracing,
   pgEnv,
   type RunningServer,
 } from '@strangler/platform';
@@ -77,6 +78,13 @@ try {
   process.exit(2);
 }
 const logger = createLogger('relay').child({ database });
+let stopTracing;
+try {
+  stopTracing = startTracing(`relay-${database}`, logger);
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(2);
+}
 
 const relay = createRelay(options);
 logRelayEvents(relay.events, logger);
@@ -84,7 +92,7 @@ const registry = createRegistry({ service: 'relay', database });
 registerRelayMetrics(relay, registry);
 
 let server: RunningServer | undefined;
-onShutdown(logger, [() => relay.stop(), async () => server?.close(1_000)]);
+onShutdown(logger, [() => relay.stop(), async () => server?.close(1_000), stopTracing]);
 
 const app = express();
 app.use(healthRoutes(relay.readinessChecks()));

@@ -2,7 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import CircuitBreaker from 'opossum';
 import { AppError, commonErrors, isAppError } from './errors.ts';
-import { currentContext, newRequestId, newTraceparent, runWithContext, isValidTraceparent } from './context.ts';
+import { currentContext, newRequestId, runWithContext } from './context.ts';
+import { startSpan, tracingEnabled } from './tracing.ts';
 import { backoffDelay, sleep } from './retry.ts';
 
 export { grpc };
@@ -40,16 +41,25 @@ export function unary<Req, Res>(handler: (request: Req, call: grpc.ServerUnaryCa
   return (call, callback) => {
     const requestId = String(call.metadata.get('x-request-id')[0] ?? '') || newRequestId();
     const parent = String(call.metadata.get('traceparent')[0] ?? '');
-    const ctx = { requestId, traceparent: newTraceparent(isValidTraceparent(parent) ? parent : undefined) };
+    const span = startSpan(tracingEnabled() ? rpcName(call.getPath()) : 'grpc', 'server', parent, { 'rpc.system': 'grpc' });
+    const ctx = { requestId, traceparent: span.traceparent };
     runWithContext(ctx, () => {
       handler(call.request, call).then(
-        (res) => callback(null, res),
+        (res) => {
+          span.setAttributes({ 'rpc.grpc.status_code': grpc.status.OK });
+          span.end();
+          callback(null, res);
+        },
         (err: unknown) => {
           const appErr = isAppError(err) ? err : commonErrors.INTERNAL();
+          const code = STATUS_TO_GRPC[appErr.status] ?? grpc.status.INTERNAL;
+          span.setAttributes({ 'rpc.grpc.status_code': code, 'strangler.error_code': appErr.code });
+          // Only server faults fail the span: a refused request is the service doing its job.
+          span.end(appErr.status >= 500 ? { error: err } : undefined);
           const trailers = new grpc.Metadata();
           trailers.set('x-error-code', appErr.code);
           if (appErr.details !== undefined) trailers.set('x-error-details', JSON.stringify(appErr.details));
-          callback({ code: STATUS_TO_GRPC[appErr.status] ?? grpc.status.INTERNAL, details: appErr.message, metadata: trailers });
+          callback({ code, details: appErr.message, metadata: trailers });
         },
       );
     });
@@ -80,15 +90,29 @@ const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDE
 
 type UnaryMethod<Req, Res> = (req: Req, metadata: grpc.Metadata, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall;
 
-function callOnce<Req, Res>(client: grpc.Client, method: string, request: Req, deadlineMs: number): Promise<Res> {
+/** Statuses that say the request was refused (a 4xx), not that the call failed: they do not fail a span. */
+const REFUSALS = new Set([grpc.status.INVALID_ARGUMENT, grpc.status.UNAUTHENTICATED, grpc.status.FAILED_PRECONDITION, grpc.status.PERMISSION_DENIED, grpc.status.NOT_FOUND, grpc.status.ALREADY_EXISTS]);
+
+/** "/strangler.notification.v1.Notifications/Send" -> "strangler.notification.v1.Notifications/Send", the span name OpenTelemetry's conventions give. */
+const rpcName = (path: string): string => path.replace(/^\//, '');
+
+function callOnce<Req, Res>(client: grpc.Client, service: string, method: string, request: Req, deadlineMs: number, attempt: number): Promise<Res> {
   const ctx = currentContext();
   const metadata = new grpc.Metadata();
   if (ctx?.requestId) metadata.set('x-request-id', ctx.requestId);
-  if (ctx?.traceparent) metadata.set('traceparent', ctx.traceparent);
   const fn = (client as unknown as Record<string, UnaryMethod<Req, Res>>)[method];
   if (typeof fn !== 'function') throw new Error(`gRPC client has no method ${method}`);
+  // One span per attempt; without tracing it only passes the caller's traceparent on.
+  const span = tracingEnabled() ? startSpan(`${service}/${method}`, 'client', ctx?.traceparent, { 'rpc.system': 'grpc', 'rpc.method': method, 'strangler.attempt': attempt + 1 }) : null;
+  const traceparent = span ? span.traceparent : ctx?.traceparent;
+  if (traceparent) metadata.set('traceparent', traceparent);
   return new Promise((resolve, reject) => {
-    fn.call(client, request, metadata, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+    fn.call(client, request, metadata, { deadline: Date.now() + deadlineMs }, (err, res) => {
+      span?.setAttributes({ 'rpc.grpc.status_code': err ? err.code : grpc.status.OK });
+      span?.end(err && !REFUSALS.has(err.code) ? { error: err } : undefined);
+      if (err) reject(err);
+      else resolve(res);
+    });
   });
 }
 
@@ -127,7 +151,7 @@ export class ResilientGrpcClient {
       try {
         return (await this.breaker.fire(async () => {
           try {
-            return await callOnce<Req, Res>(this.client, method, request, deadlineMs);
+            return await callOnce<Req, Res>(this.client, this.name, method, request, deadlineMs, attempt);
           } catch (err) {
             throw Object.assign(fromGrpcError(err as grpc.ServiceError), { grpcCode: (err as grpc.ServiceError).code });
           }

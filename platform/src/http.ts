@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import type { z } from 'zod';
 import { AppError, commonErrors, isAppError } from './errors.ts';
-import { isValidTraceparent, newRequestId, newTraceparent, runWithContext } from './context.ts';
+import { newRequestId, runWithContext } from './context.ts';
+import { startSpan, tracingEnabled } from './tracing.ts';
 import type { Logger } from './logger.ts';
 
 export const REQUEST_ID_HEADER = 'x-request-id';
@@ -19,10 +20,19 @@ export function requestContext(): RequestHandler {
   return (req, res, next) => {
     const incoming = req.get(REQUEST_ID_HEADER);
     const requestId = incoming && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : newRequestId();
-    const parent = req.get('traceparent');
-    const traceparent = newTraceparent(isValidTraceparent(parent) ? parent : undefined);
+    const span = startSpan(req.method, 'server', req.get('traceparent'), { 'http.request.method': req.method, 'url.path': req.path });
+    if (tracingEnabled()) {
+      res.once('close', () => {
+        // Named by the route pattern once routing found one ("GET /api/orders/:id"), as the metrics are.
+        const route: unknown = req.route?.path;
+        if (typeof route === 'string') span.rename(`${req.method} ${route}`);
+        const status = res.writableFinished ? res.statusCode : 499;
+        span.setAttributes({ 'http.response.status_code': status, ...(typeof route === 'string' ? { 'http.route': route } : {}) });
+        span.end(status >= 500 ? { failed: `HTTP ${status}` } : undefined);
+      });
+    }
     res.setHeader(REQUEST_ID_HEADER, requestId);
-    runWithContext({ requestId, traceparent, dryRun: req.get(DRY_RUN_HEADER) === '1' }, next);
+    runWithContext({ requestId, traceparent: span.traceparent, dryRun: req.get(DRY_RUN_HEADER) === '1' }, next);
   };
 }
 

@@ -12,3 +12,4 @@ export * from './paths.ts';
 export * from './auth.ts';
 export * from './grpc.ts';
 export * from './pagination.ts';
+export * from './tracing.ts';

@@ -1,4 +1,4 @@
-import { createDb, createLogger, ensureDatabase, migrateLatest, migrationsDir, onShutdown, pgConnection } from '@strangler/platform';
+import { createDb, createLogger, ensureDatabase, migrateLatest, migrationsDir, onShutdown, pgConnection, startTracing } from '@strangler/platform';
 import { loadNotificationConfig } from './config.ts';
 import { FakeNotificationProvider } from './dispatch/provider.ts';
 import { startNotificationService } from './service.ts';
@@ -8,6 +8,7 @@ import { startNotificationService } from './service.ts';
 const logger = createLogger('notification');
 try {
   const config = loadNotificationConfig();
+  const stopTracing = startTracing('notification', logger);
   const connection = pgConnection(config, config.NOTIFICATION_SVC_DB);
   if (await ensureDatabase(connection, config.NOTIFICATION_SVC_DB)) logger.info({ database: config.NOTIFICATION_SVC_DB }, 'created database');
   const db = createDb(connection, { applicationName: 'notification' });
@@ -34,7 +35,7 @@ try {
   // Budget 10 s: HTTP and gRPC drain (at most SHUTDOWN_GRACE_MS, 6 s) while the dispatcher
   // finishes its delivery in progress (at most 5 s) and the consumer its transactions (~5 s,
   // then 2 s to close channels); then the pool closes.
-  onShutdown(logger, [() => service.stop(), () => db.destroy()]);
+  onShutdown(logger, [() => service.stop(), () => db.destroy(), stopTracing]);
 } catch (err) {
   logger.fatal({ err }, 'notification service failed to start');
   process.exit(1);

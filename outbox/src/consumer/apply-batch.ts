@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { newRequestId, runWithContext } from '@strangler/platform';
 import type { ReceivedEvent } from '../envelope.ts';
 import { beginAndClaimSql, inboxRelease } from './inbox.ts';
 import { consumerTransaction } from './pg-transaction.ts';
@@ -41,6 +42,11 @@ export interface ApplyOptions {
   ignoreOrigin?: string;
   /** See ConsumeOptions.transactionTimeoutMs. */
   timeoutMs: number;
+  /**
+   * The traceparent each event's `apply` runs under (its consumer span's, consume.ts), by
+   * event id; without one, the event's own. `applyAll` runs under the caller's context.
+   */
+  traceparents?: Map<string, string>;
 }
 
 /**
@@ -90,7 +96,7 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
         else if (versions) current = versions[k] ?? null;
         else {
           // Per-event form: earlier events of this batch must have taken effect first.
-          if (toApply.length) await applyNow(trx, handler, toApply.splice(0));
+          if (toApply.length) await applyNow(trx, opts, toApply.splice(0));
           current = await handler.versionOf!(trx, event);
         }
         const decision = decideVersion(current, event.aggregateVersion, opts.acceptFirstSeen);
@@ -113,7 +119,7 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
         toApply.push(events[i]!);
       }
     }
-    if (toApply.length) await applyNow(trx, handler, toApply);
+    if (toApply.length) await applyNow(trx, opts, toApply);
     if (gaps.length) await inboxRelease(trx, opts.consumer, gaps);
     return outcomes;
   });
@@ -129,7 +135,14 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
   }
 }
 
-async function applyNow(trx: Knex.Transaction, handler: EventHandler, events: ReceivedEvent[]) {
+async function applyNow(trx: Knex.Transaction, { handler, traceparents }: ApplyOptions, events: ReceivedEvent[]) {
   if (handler.applyAll) await handler.applyAll(trx, events);
-  else for (const e of events) await handler.apply!(trx, e);
+  else {
+    // Each event's effect runs in the context of the request that wrote it: its logs carry that
+    // request id, and the events it appends in turn continue the trace.
+    for (const e of events) {
+      const traceparent = traceparents?.get(e.id) ?? e.traceparent;
+      await runWithContext({ requestId: e.requestId ?? newRequestId(), ...(traceparent ? { traceparent } : {}) }, () => handler.apply!(trx, e));
+    }
+  }
 }

@@ -9,6 +9,9 @@ import {
   ReconnectBackoff,
   sleep,
   settlesWithin,
+  startSpan,
+  tracingEnabled,
+  type SpanHandle,
   type Channel,
   type ChannelModel,
   type ConfirmChannel,
@@ -364,36 +367,44 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   }
 
   async function processBatch(batch: Delivery[]): Promise<void> {
+    const spans = tracingEnabled() ? new ConsumerSpans(name, batch) : null;
     const gen = batch[0]!.gen;
     let contention = 0;
     let transientWhileUp = 0;
     for (let attempt = 0; ; attempt++) {
-      if (!gen.alive) return; // the broker redelivers them
+      if (!gen.alive) return spans?.endAll('redelivered: the channel closed'); // the broker redelivers them
       let outcomes: Outcome[];
       try {
-        outcomes = await applyBatch(db, { consumer: name, handler, acceptFirstSeen, ignoreOrigin, timeoutMs: transactionTimeoutMs }, batch.map((d) => d.event));
+        outcomes = await applyBatch(
+          db,
+          { consumer: name, handler, acceptFirstSeen, ignoreOrigin, timeoutMs: transactionTimeoutMs, ...(spans ? { traceparents: spans.traceparents } : {}) },
+          batch.map((d) => d.event),
+        );
       } catch (err) {
         const code = (err as { code?: string }).code;
         const contended = typeof code === 'string' && CONTENTION_CODES.has(code);
-        if (stopped) return; // the broker redelivers them
+        if (stopped) return spans?.endAll('redelivered: the consumer stopped'); // the broker redelivers them
         const retryInPlace = contended
           ? ++contention <= MAX_CONTENTION_RETRIES
           : isTransientDbError(err) && (!(await databaseAnswers()) || ++transientWhileUp <= MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS);
         if (retryInPlace) {
           emit('consumer:error', { queue: name, component: 'db', error: err });
           await sleep(contended ? 10 * contention : 50 + backoffDelay(attempt, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
-          if (stopped) return;
+          if (stopped) return spans?.endAll('redelivered: the consumer stopped');
           continue;
         }
         if (batch.length > 1) {
           // Find the failing message: one transaction each, in order.
+          spans?.endAll('retried alone: its batch failed');
           for (const d of batch) await processBatch([d]);
           return;
         }
         emit('consumer:error', { queue: name, component: 'handler', error: err });
+        spans?.endAll(undefined, err);
         await retryOrPark(gen, batch[0]!.msg, batch[0]!.event, describe(err), false);
         return;
       }
+      spans?.endWith(outcomes);
       const applied: ReceivedEvent[] = [];
       let duplicates = 0;
       let ignored = 0;
@@ -525,4 +536,51 @@ function describe(err: unknown): string {
   const e = err as { code?: unknown; message?: unknown };
   const msg = typeof e?.message === 'string' ? e.message : String(err);
   return typeof e?.code === 'string' ? `${e.code}: ${msg}` : msg;
+}
+
+/**
+ * One span per delivery a transaction handles (`process <event type>`), continuing the trace of
+ * the publication (its traceparent header); ended with the outcome: applied, duplicate, ignored,
+ * gap (sent round the delay queues), or failed (retried alone, retried later or parked).
+ */
+class ConsumerSpans {
+  private readonly spans = new Map<string, SpanHandle>();
+  readonly traceparents = new Map<string, string>();
+  private readonly ids: string[];
+
+  constructor(queue: string, batch: Delivery[]) {
+    this.ids = batch.map((d) => d.event.id);
+    for (const { event, msg } of batch) {
+      if (this.spans.has(event.id)) continue; // the same message twice in a batch: one span
+      const span = startSpan(`process ${event.type}`, 'consumer', event.traceparent, {
+        'messaging.system': 'rabbitmq',
+        'messaging.operation.type': 'process',
+        'messaging.destination.name': `${queue}.events`,
+        'messaging.rabbitmq.destination.routing_key': msg.fields.routingKey,
+        'messaging.message.id': event.id,
+        'messaging.batch.message_count': batch.length,
+        'strangler.aggregate': `${event.aggregateType}/${event.aggregateId}`,
+        'strangler.aggregate_version': event.aggregateVersion,
+        'strangler.attempts': event.attempts,
+      });
+      this.spans.set(event.id, span);
+      this.traceparents.set(event.id, span.traceparent);
+    }
+  }
+
+  /** Ends each span with its delivery's outcome (applyBatch's, one per delivery, in order). */
+  endWith(outcomes: Outcome[]): void {
+    this.ids.forEach((id, i) => {
+      const span = this.spans.get(id);
+      if (!span) return;
+      this.spans.delete(id);
+      span.setAttributes({ 'strangler.outcome': outcomes[i]!.kind });
+      span.end();
+    });
+  }
+
+  endAll(failed?: string, error?: unknown): void {
+    for (const span of this.spans.values()) span.end(error !== undefined ? { error } : { failed: failed! });
+    this.spans.clear();
+  }
 }

@@ -1,5 +1,5 @@
-import { closeAmqp, connectAmqp, ReconnectBackoff, settlesWithin, sleep, type ChannelModel, type ConfirmChannel } from '@strangler/platform';
-import { toMessage, unpublishable, type OutboxRow, type OutgoingMessage } from '../envelope.ts';
+import { closeAmqp, connectAmqp, ReconnectBackoff, settlesWithin, sleep, startSpan, tracingEnabled, type ChannelModel, type ConfirmChannel, type SpanHandle } from '@strangler/platform';
+import { HEADERS, toMessage, unpublishable, type OutboxRow, type OutgoingMessage } from '../envelope.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 
 export interface PublisherOptions {
@@ -104,6 +104,27 @@ export class Publisher {
     return false;
   }
 
+  /**
+   * A span for one publication, continuing the trace of the transaction that wrote the row; the
+   * message carries the span's traceparent instead, so the consumer's span is its child. Ended
+   * when the broker confirms, refuses or drops the message.
+   */
+  private publishSpan(msg: OutgoingMessage, row: OutboxRow): SpanHandle {
+    const headers = msg.options.headers!;
+    const span = startSpan(`publish ${row.event_type}`, 'producer', headers[HEADERS.traceparent] as string | undefined, {
+      'messaging.system': 'rabbitmq',
+      'messaging.operation.type': 'send',
+      'messaging.destination.name': this.opts.exchange,
+      'messaging.rabbitmq.destination.routing_key': msg.routingKey,
+      'messaging.message.id': row.id,
+      'strangler.aggregate': `${row.aggregate_type}/${row.aggregate_id}`,
+      'strangler.aggregate_version': row.aggregate_version,
+      'strangler.outbox_seq': row.seq,
+    });
+    headers[HEADERS.traceparent] = span.traceparent;
+    return span;
+  }
+
   async publish(rows: OutboxRow[]): Promise<PublishResult> {
     const ch = this.channel;
     const result: PublishResult = { confirmed: [], rejected: [] };
@@ -137,6 +158,7 @@ export class Publisher {
           continue;
         }
         let ok = true;
+        const span = tracingEnabled() ? this.publishSpan(msg, row) : null;
         outcomes.push(
           new Promise<void>((resolve) => {
             try {
@@ -147,12 +169,22 @@ export class Publisher {
                 if (err && !closed && (err as Error).message !== 'message nacked') closed = err as Error;
                 if (closed) {
                   // the channel died: whatever this callback says, the row is retried
-                } else if (err) result.rejected.push({ row, kind: 'nacked', reason: 'nacked by the broker' });
-                else if (returned !== undefined) result.rejected.push({ row, kind: 'unroutable', reason: `unroutable: ${returned} (no queue is bound to routing key "${row.event_type}")` });
-                else result.confirmed.push(row);
+                  span?.end({ failed: `not confirmed: ${closed.message}` });
+                } else if (err) {
+                  result.rejected.push({ row, kind: 'nacked', reason: 'nacked by the broker' });
+                  span?.end({ failed: 'nacked by the broker' });
+                } else if (returned !== undefined) {
+                  const reason = `unroutable: ${returned} (no queue is bound to routing key "${row.event_type}")`;
+                  result.rejected.push({ row, kind: 'unroutable', reason });
+                  span?.end({ failed: reason });
+                } else {
+                  result.confirmed.push(row);
+                  span?.end();
+                }
                 resolve();
               });
             } catch (err) {
+              span?.end({ error: err });
               // A message amqplib could not encode (unpublishable() knows the usual limits, not
               // every shape a hand-written row's headers can take) is refused like a nack; other
               // throws say the channel is gone.

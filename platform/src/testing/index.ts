@@ -146,3 +146,4 @@ export async function startServer(app: Parameters<typeof listen>[0]): Promise<Ru
   afterAll(() => running.close(1_000));
   return running;
 }
+export * from './otlp.ts';
