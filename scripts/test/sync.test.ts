@@ -82,6 +82,31 @@ describe('verify', () => {
     ]);
   });
 
+  it('compares values as they are: a text or JSON value turned from a string into a number (or back) differs', async () => {
+    await backfill(monolith.knex, service.knex, spec);
+    await monolith.knex('legacy_items').where({ id: key(1) }).update({ name: '007' });
+    await service.knex('items').where({ id: key(1) }).update({ title: '7' });
+    await service.knex('items').where({ id: key(2) }).update({ data: { n: '2', tags: ['a', 'b'] } });
+    const report = await verify(monolith.knex, service.knex, spec, { settleAttempts: 0 });
+    expect(report.examples).toEqual([
+      { kind: 'changed', key: key(1), fields: { title: { monolith: '007', service: '7' } } },
+      { kind: 'changed', key: key(2), fields: { data: { monolith: { n: 2, tags: ['a', 'b'] }, service: { n: '2', tags: ['a', 'b'] } } } },
+    ]);
+  });
+
+  it('handles batches and differences beyond the 65,535 parameters one statement takes', async () => {
+    await monolith.knex.raw(`insert into legacy_items (id, version, name, data, created_at)
+      select 'bulk-' || lpad(i::text, 6, '0'), 1, 'Bulk ' || i, jsonb_build_object('n', i), now() from generate_series(1, 70000) i`);
+    // Before the backfill every row differs: re-read all at once, 72,500 keys were one statement.
+    const before = await verify(monolith.knex, service.knex, spec, { settleAttempts: 0 });
+    expect(before).toMatchObject({ sourceRows: 72_500, targetRows: 0, differences: 72_500 });
+    expect(before.examples[0]).toEqual({ kind: 'missing', key: 'bulk-000001' });
+    // 20,000 rows of 5 columns: 100,000 parameters in one upsert, were it one statement.
+    const copied = await backfill(monolith.knex, service.knex, spec, { batchSize: 20_000 });
+    expect(copied).toMatchObject({ total: 72_500, copied: 72_500 });
+    expect((await verify(monolith.knex, service.knex, spec, { settleAttempts: 0 })).differences).toBe(0);
+  }, 60_000);
+
   it('does not report a difference that an in-flight event resolves while it settles', async () => {
     await backfill(monolith.knex, service.knex, spec);
     await service.knex('items').where({ id: key(3) }).update({ title: 'stale' });

@@ -2,7 +2,10 @@ import type { Knex } from 'knex';
 import { sourceSelect, type SyncSpec } from './spec.ts';
 
 export interface BackfillOptions {
-  /** Rows per batch (one SELECT and one multi-row upsert each). Default 1,000. */
+  /**
+   * Rows per batch: one SELECT and one transaction of multi-row upserts (each at most 65,535
+   * parameters, Postgres's limit for a statement) with the checkpoint. Default 1,000.
+   */
   batchSize?: number;
   /** Called after every batch with rows done so far and the snapshot's total (awaited). */
   onProgress?: (done: number, total: number) => void | Promise<void>;
@@ -18,6 +21,9 @@ export interface BackfillResult {
   skippedNewer: number;
   resumedAfter: string | null;
 }
+
+/** The most parameters one Postgres statement takes. */
+const MAX_PARAMETERS = 65_535;
 
 /** Checkpoints live in the target database, next to the data they describe. */
 export async function ensureCheckpointTable(target: Knex): Promise<void> {
@@ -54,6 +60,7 @@ export async function backfill(source: Knex, target: Knex, spec: SyncSpec, opts:
     `insert into "${spec.target.table}" (${targetColumns.map((c) => `"${c}"`).join(', ')}) values ${Array.from({ length: n }, () => `(${targetColumns.map(() => '?').join(', ')})`).join(', ')}
      on conflict ("${spec.key}") do update set ${updates} where "${spec.target.table}"."${spec.version}" < excluded."${spec.version}"`;
 
+  const rowsPerStatement = Math.floor(MAX_PARAMETERS / targetColumns.length);
   let lastKey = checkpoint?.last_key ?? null;
   const resumedAfter = lastKey;
   let copied = 0;
@@ -80,10 +87,14 @@ export async function backfill(source: Knex, target: Knex, spec: SyncSpec, opts:
         const values = rows.flatMap((r) => targetColumns.map((c) => toParam(r[c])));
         const nextKey = String(rows[rows.length - 1]![spec.key]);
         await target.transaction(async (trx) => {
-          const result = await trx.raw(upsertSql(rows.length), values as Knex.RawBinding[]);
-          const written = result.rowCount ?? rows.length;
-          copied += written;
-          skippedNewer += rows.length - written;
+          for (let i = 0; i < rows.length; i += rowsPerStatement) {
+            const slice = rows.length <= rowsPerStatement ? values : values.slice(i * targetColumns.length, (i + rowsPerStatement) * targetColumns.length);
+            const n = slice.length / targetColumns.length;
+            const result = await trx.raw(upsertSql(n), slice as Knex.RawBinding[]);
+            const written = result.rowCount ?? n;
+            copied += written;
+            skippedNewer += n - written;
+          }
           await saveCheckpoint(trx, spec.name, nextKey, false, done + rows.length);
         });
         lastKey = nextKey;

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
 
 /**
- * A stable text form of a row's value, so both databases' rows compare equal whatever the
- * driver hands back: dates as ISO 8601 UTC, JSON objects with sorted keys, numeric strings of
- * bigint/numeric columns as numbers.
+ * A stable form of a row's value: dates as ISO 8601 UTC, binary as base64, JSON objects with
+ * sorted keys. Nothing else is converted: a string and a number are different values (a
+ * service that turned `"007"` into `7`, or a JSON number into a string, differs), and bigint
+ * columns already arrive as numbers (platform/db.ts). A column whose type differs between the
+ * two sides is cast in the spec's `sourceExpr` (e.g. `amount::bigint`).
  */
 export function canonical(value: unknown): unknown {
   if (value === null || value === undefined) return null;
@@ -17,7 +19,6 @@ export function canonical(value: unknown): unknown {
         .map((k) => [k, canonical((value as Record<string, unknown>)[k])]),
     );
   }
-  if (typeof value === 'string' && /^-?\d+(\.\d+)?$/.test(value) && value.length < 16) return Number(value);
   return value;
 }
 

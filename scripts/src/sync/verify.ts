@@ -72,9 +72,15 @@ export async function verify(source: Knex, target: Knex, spec: SyncSpec, opts: V
   let differences: Difference[] = [];
   for (let attempt = 0; attempt <= settleAttempts && suspects.length; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, settleMs));
-    const src = (await sourceQuery().whereIn(spec.key, suspects).orderBy(spec.key)) as Row[];
-    const dst = (await targetQuery().whereIn(spec.key, suspects).orderBy(spec.key)) as Row[];
-    differences = describe(src, dst, spec.key, cols);
+    // In chunks: one statement takes at most 65,535 parameters, and every row may differ (a
+    // verify run before the backfill).
+    differences = [];
+    for (let i = 0; i < suspects.length; i += chunkSize) {
+      const keys = suspects.slice(i, i + chunkSize);
+      const src = (await sourceQuery().whereIn(spec.key, keys).orderBy(spec.key)) as Row[];
+      const dst = (await targetQuery().whereIn(spec.key, keys).orderBy(spec.key)) as Row[];
+      differences.push(...describe(src, dst, spec.key, cols));
+    }
     suspects = differences.map((d) => d.key);
   }
   return { spec: spec.name, sourceRows, targetRows, differences: differences.length, examples: differences.slice(0, maxExamples) };
