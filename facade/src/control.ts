@@ -3,7 +3,7 @@ import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { AuditLog } from './admin/audit.ts';
 import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
-import { formatOf, parseRouteTable } from './routes/load.ts';
+import { formatOf, parseRouteTable, RouteTableError } from './routes/load.ts';
 import { withRouteFileLock } from './routes/lock.ts';
 import type { RoutePatch } from './routes/schema.ts';
 import type { RouteView } from './facade.ts';
@@ -63,6 +63,10 @@ export interface FlipResult {
   via: 'admin' | 'file';
   before: unknown;
   after: unknown;
+  /** False when the route already was as asked: nothing was written or audited. */
+  changed: boolean;
+  /** What the flip changed besides what it named (a cut-over ends a shadow or canary to the new server). */
+  implied: string[];
   /** False when the change is in effect but its audit entry could not be written. */
   audited: boolean;
   /** Why the audit entry could not be written. */
@@ -89,21 +93,29 @@ export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: st
     const file = path.resolve(o.routesFile);
     if (!(o.adminToken && o.adminUrl && (await adminServes(o as AdminTarget, file)))) return flipFile(file, o.auditFile, o.routeId, o.patch, who, o.why);
   }
-  const body = await adminRequest<{ before: unknown; after: unknown; audited?: boolean }>(o as AdminTarget, 'PATCH', `/routes/${encodeURIComponent(o.routeId)}`, { ...o.patch, why: o.why, who });
-  return { via: 'admin', before: body.before, after: body.after, audited: body.audited !== false };
+  const body = await adminRequest<{ before: unknown; after: unknown; changed?: boolean; implied?: string[]; audited?: boolean }>(o as AdminTarget, 'PATCH', `/routes/${encodeURIComponent(o.routeId)}`, { ...o.patch, why: o.why, who });
+  return { via: 'admin', before: body.before, after: body.after, changed: body.changed !== false, implied: body.implied ?? [], audited: body.audited !== false };
 }
 
 async function flipFile(file: string, auditFile: string | undefined, routeId: string, patch: RoutePatch, who: string, why: string): Promise<FlipResult> {
   return withRouteFileLock(file, async () => {
     const text = await readFile(file, 'utf8');
-    const edit = applyRoutePatch(text, formatOf(file), routeId, patch, file);
+    let edit;
+    try {
+      edit = applyRoutePatch(text, formatOf(file), routeId, patch, file);
+    } catch (err) {
+      if (err instanceof RouteTableError) throw new ControlUsageError(`That flip would make ${file} invalid; nothing was changed:\n${err.problems.map((p) => `  - ${p}`).join('\n')}`);
+      throw err;
+    }
+    const result = { via: 'file' as const, before: edit.before, after: edit.after, changed: edit.changed, implied: edit.implied };
+    if (!edit.changed) return { ...result, audited: true };
     await writeFileAtomic(file, edit.loaded.text);
     const audit = new AuditLog(auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
     try {
       await audit.append([{ at: new Date().toISOString(), who, source: 'file', routeId, before: edit.before, after: edit.after, why, tableHash: edit.loaded.hash }]);
-      return { via: 'file' as const, before: edit.before, after: edit.after, audited: true };
+      return { ...result, audited: true };
     } catch (err) {
-      return { via: 'file' as const, before: edit.before, after: edit.after, audited: false, auditError: `${audit.file}: ${(err as Error).message}` };
+      return { ...result, audited: false, auditError: `${audit.file}: ${(err as Error).message}` };
     }
   });
 }
@@ -156,7 +168,10 @@ async function adminRequest<T>(target: AdminTarget, method: string, pathname: st
   if (!res.ok) {
     const e = (json as { error?: { code?: string; message?: string; details?: unknown } } | null)?.error;
     const details = Array.isArray(e?.details) ? `\n${e.details.map((d) => `  - ${typeof d === 'string' ? d : `${(d as { field?: string }).field}: ${(d as { problem?: string }).problem}`}`).join('\n')}` : '';
-    throw new Error(`admin API answered ${res.status} ${e?.code ?? ''}: ${e?.message ?? text}${details}`);
+    const message = `admin API answered ${res.status} ${e?.code ?? ''}: ${e?.message ?? text}${details}`;
+    // A change the facade refused as invalid is the caller's to fix, like bad flags.
+    if (e?.code === 'ROUTE_TABLE_INVALID' || e?.code === 'VALIDATION_FAILED' || e?.code === 'ROUTE_NOT_FOUND') throw new ControlUsageError(message);
+    throw new Error(message);
   }
   return json as T;
 }

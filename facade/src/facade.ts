@@ -158,7 +158,11 @@ export interface Facade extends EventEmitter {
    * the file's write lock), then applied and audited. `audited` is false when the change is in
    * effect but the audit log could not be written (logged as an error).
    */
-  changeRoute(routeId: string, patch: RoutePatch, meta: ChangeMeta): Promise<{ before: unknown; after: unknown; generation: number; audited: boolean }>;
+  /**
+   * `changed` is false when the route already was as asked (nothing written or audited);
+   * `implied` lists what a cut-over ended besides (routes/edit.ts, promote).
+   */
+  changeRoute(routeId: string, patch: RoutePatch, meta: ChangeMeta): Promise<{ before: unknown; after: unknown; changed: boolean; implied: string[]; generation: number; audited: boolean }>;
   routes(): Promise<RouteView[]>;
   mismatches(opts?: { routeId?: string; limit?: number }): ReturnType<ShadowRecorder['list']>;
   /** False once the facade is stopping (readiness). */
@@ -290,6 +294,8 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     }
     const src = current.source;
     const edit = applyRoutePatch(src.text, src.format, routeId, patch, routesFile ?? 'route table');
+    // Nothing to write, swap or audit.
+    if (!edit.changed) return { before: edit.before, after: edit.after, changed: false, implied: edit.implied, generation, audited: true };
     // The file first, then the table and the audit log: nothing is applied or audited unless it
     // is on disk. The watcher's reload waits for the locks and then finds the table unchanged.
     if (routesFile) {
@@ -306,7 +312,7 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     }
     const { audited } = await swap(edit.loaded, 'api', meta.who, meta.why);
     metrics.reloads.labels('api', 'applied').inc();
-    return { before: edit.before, after: edit.after, generation, audited };
+    return { before: edit.before, after: edit.after, changed: true, implied: edit.implied, generation, audited };
   }
 
   const stopWatching =

@@ -127,6 +127,28 @@ describe('admin API', () => {
     expect(byRoute.body.entries).toMatchObject([{ why: 'done comparing', who: 'admin-api' }]);
   });
 
+  it('cuts over: serving the canary and shadow candidate ends both; a change to what already is writes and audits nothing', async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    await admin.patch('/routes/notifications.get').set(auth).send({ shadow: { to: 'notification', percent: 100 }, canary: { to: 'notification', percent: 50 }, why: 'canary' }).expect(200);
+    const entries = async () => (await admin.get('/audit?route=notifications.get').set(auth)).body.entries as unknown[];
+    const audited = (await entries()).length;
+    const cut = await admin.patch('/routes/notifications.get').set(auth).send({ serve: 'notification', why: 'cut over' });
+    expect(cut.status).toBe(200);
+    expect(cut.body).toMatchObject({ changed: true, implied: ['shadow to notification ended: it now serves the route', 'canary to notification ended: it now serves the route'] });
+    expect(cut.body.after).toEqual({ id: 'notifications.get', match: { method: 'GET', path: '/api/notifications/:id' }, effects: 'read', serve: 'notification' });
+    expect(f.facade.table().byId.get('notifications.get')).toMatchObject({ shadow: null, canary: null });
+    expect(await entries()).toHaveLength(audited + 1);
+
+    const fileBefore = await readFile(file, 'utf8');
+    const generation = f.facade.table().generation;
+    const again = await admin.patch('/routes/notifications.get').set(auth).send({ serve: 'notification', why: 'cut over again' });
+    expect(again.body).toMatchObject({ changed: false, implied: [] });
+    expect(await readFile(file, 'utf8')).toBe(fileBefore);
+    expect(f.facade.table().generation).toBe(generation);
+    expect(await entries()).toHaveLength(audited + 1);
+    await admin.patch('/routes/notifications.get').set(auth).send({ serve: 'monolith', why: 'back' }).expect(200);
+  });
+
   it('refuses bad changes with every problem and what to fix, changing nothing', async () => {
     const before = await readFile(file, 'utf8');
     const auth = { authorization: `Bearer ${TOKEN}` };

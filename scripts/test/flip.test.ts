@@ -26,8 +26,8 @@ async function routeFile(): Promise<string> {
   return file;
 }
 
-async function run(args: Record<string, string | string[] | boolean>) {
-  vi.spyOn(console, 'log').mockImplementation(() => {});
+async function run(args: Record<string, string | string[] | boolean>, logged: string[] = []) {
+  vi.spyOn(console, 'log').mockImplementation((line: string) => void logged.push(line));
   const token = process.env.STRANGLER_ADMIN_TOKEN;
   delete process.env.STRANGLER_ADMIN_TOKEN; // edit the file, never a facade that may run here
   try {
@@ -51,5 +51,47 @@ describe('strangler flip --shadow --ignore', () => {
     await expect(run({ serve: 'notification', ignore: ['$.id'], why: 'parity check', routes })).rejects.toThrow(UsageError);
     await expect(run({ shadow: 'notification', ignore: ['id[oops'], why: 'parity check', routes })).rejects.toThrow(/ignore/);
     expect(await readFile(routes, 'utf8')).toBe(table);
+  });
+});
+
+describe('strangler flip through the runbook (MIGRATION.md 6 to 8)', () => {
+  const auditOf = async (routes: string) => (await readFile(routes.replace(/\.yaml$/, '.audit.jsonl'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+  const routeOf = async (routes: string) => (YAML.parse(await readFile(routes, 'utf8')) as { routes: Array<Record<string, unknown>> }).routes[0]!;
+
+  it('shadow, canary, then serve: the cut-over ends the shadow and canary to the new server', async () => {
+    const routes = await routeFile();
+    const logged: string[] = [];
+    expect(await run({ shadow: 'notification', why: 'parity check', routes })).toBe(0);
+    expect(await run({ canary: 'notification', percent: '50', why: 'canary', routes })).toBe(0);
+    expect(await run({ serve: 'notification', why: 'cut over', routes }, logged)).toBe(0);
+    const route = await routeOf(routes);
+    expect(route.serve).toBe('notification');
+    expect(route).not.toHaveProperty('shadow');
+    expect(route).not.toHaveProperty('canary');
+    expect(logged).toContain('  shadow to notification ended: it now serves the route');
+    expect(logged).toContain('  canary to notification ended: it now serves the route');
+    const last = JSON.parse((await auditOf(routes)).at(-1)!) as { before: Record<string, unknown>; after: Record<string, unknown> };
+    expect(last.before).toMatchObject({ serve: 'monolith', shadow: { to: 'notification' }, canary: { to: 'notification', percent: 50 } });
+    expect(last.after).toMatchObject({ serve: 'notification' });
+    // Roll back: the monolith serves again.
+    expect(await run({ serve: 'monolith', why: 'rollback: test', routes })).toBe(0);
+    expect((await routeOf(routes)).serve).toBe('monolith');
+  });
+
+  it('a flip that changes nothing writes nothing and audits nothing', async () => {
+    const routes = await routeFile();
+    expect(await run({ serve: 'monolith', why: 'already so', routes })).toBe(0);
+    expect(await readFile(routes, 'utf8')).toBe(table);
+    expect(await auditOf(routes)).toEqual([]);
+  });
+
+  it('refuses, as a usage error, a flip that would make the table invalid', async () => {
+    const routes = await routeFile();
+    await run({ shadow: 'notification', why: 'parity check', routes });
+    const before = await readFile(routes, 'utf8');
+    // Shadowing to the monolith, which serves the route.
+    await expect(run({ shadow: 'monolith', why: 'oops', routes })).rejects.toThrow(UsageError);
+    await expect(run({ shadow: 'monolith', why: 'oops', routes })).rejects.toThrow(/That flip would make .* invalid; nothing was changed/);
+    expect(await readFile(routes, 'utf8')).toBe(before);
   });
 });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import YAML, { isMap, isSeq, type Document } from 'yaml';
 import { facadeErrors } from '../errors.ts';
 import { parseRouteTable, parseTableText, type LoadedTable, type TableFormat } from './load.ts';
@@ -12,6 +13,30 @@ export interface RouteEdit {
   loaded: LoadedTable;
   before: unknown;
   after: unknown;
+  /** False when the patch leaves the route as it was: nothing to write or audit. */
+  changed: boolean;
+  /** What the patch changed besides what it named (see promote). */
+  implied: string[];
+}
+
+/**
+ * Cutting over: `serve: X` on a route that shadows or canaries to X also ends that shadow or
+ * canary (a route cannot shadow or canary to the upstream that serves it), unless the patch
+ * says otherwise.
+ */
+function promote(before: Record<string, unknown>, patch: RoutePatch): { patch: RoutePatch; implied: string[] } {
+  const serve = (patch as { serve?: unknown }).serve;
+  if (typeof serve !== 'string') return { patch, implied: [] };
+  const out: Record<string, unknown> = { ...patch };
+  const implied: string[] = [];
+  for (const key of ['shadow', 'canary'] as const) {
+    const current = before[key] as { to?: unknown } | undefined;
+    if (out[key] === undefined && current?.to === serve) {
+      out[key] = null;
+      implied.push(`${key} to ${serve} ended: it now serves the route`);
+    }
+  }
+  return { patch: out as RoutePatch, implied };
 }
 
 /**
@@ -22,12 +47,14 @@ export interface RouteEdit {
 export function applyRoutePatch(text: string, format: TableFormat, routeId: string, patch: RoutePatch, source?: string): RouteEdit {
   let newText: string;
   let before: unknown;
+  let implied: string[] = [];
   if (format === 'yaml') {
     const doc = YAML.parseDocument(text);
     const routes = doc.get('routes', true);
     const index = isSeq(routes) ? routes.items.findIndex((item) => isMap(item) && item.get('id') === routeId) : -1;
     if (index < 0) throw facadeErrors.ROUTE_NOT_FOUND(`No route with id "${routeId}" in the table; list them with "npm run strangler -- routes".`);
     before = (doc.getIn(['routes', index], true) as { toJSON(): unknown }).toJSON();
+    ({ patch, implied } = promote(before as Record<string, unknown>, patch));
     mergeYaml(doc, ['routes', index], patch as Record<string, unknown>);
     newText = doc.toString();
   } else {
@@ -35,12 +62,13 @@ export function applyRoutePatch(text: string, format: TableFormat, routeId: stri
     const route = table.routes?.find((r) => r?.id === routeId);
     if (!route) throw facadeErrors.ROUTE_NOT_FOUND(`No route with id "${routeId}" in the table; list them with "npm run strangler -- routes".`);
     before = structuredClone(route);
+    ({ patch, implied } = promote(route, patch));
     mergePlain(route, patch as Record<string, unknown>);
     newText = `${JSON.stringify(table, null, 2)}\n`;
   }
   const loaded = parseRouteTable(newText, format, source);
   const after = (loaded.raw as { routes: Array<{ id: string }> }).routes.find((r) => r.id === routeId) ?? null;
-  return { loaded, before, after };
+  return { loaded, before, after, changed: !isDeepStrictEqual(before, after), implied };
 }
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);

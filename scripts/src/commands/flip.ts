@@ -47,7 +47,13 @@ export const command: Command = {
         adminUrl: process.env.STRANGLER_ADMIN_URL || 'http://127.0.0.1:8081',
         adminToken: process.env.STRANGLER_ADMIN_TOKEN,
       });
+      if (!result.changed) {
+        console.log(`${routeId} unchanged: it already is as asked (nothing written or audited)`);
+        console.log(`  route: ${JSON.stringify(result.after)}`);
+        return 0;
+      }
       console.log(`${routeId} changed (${result.via === 'admin' ? 'through the admin API' : 'in the route file'})`);
+      for (const note of result.implied) console.log(`  ${note}`);
       console.log(`  before: ${JSON.stringify(result.before)}`);
       console.log(`  after:  ${JSON.stringify(result.after)}`);
       if (!result.audited) {
