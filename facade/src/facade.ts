@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { stat } from 'node:fs/promises';
-import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage, type RequestListener } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
-import { createLogger, createRegistry, startSpan, tracingEnabled, type Logger, type Registry, type SpanHandle } from '@strangler/platform';
+import { createLogger, createRegistry, startSpan, tracingEnabled, type AppError, type Logger, type Registry, type SpanHandle } from '@strangler/platform';
 import { AuditLog, diffTables, type AuditSource } from './admin/audit.ts';
 import { tokenChecker } from './admin/token.ts';
 import { hasBody, readBodyBounded } from './body.ts';
@@ -86,6 +87,32 @@ export interface RouteView {
   stats: RouteStats;
   shadowStats: (ReturnType<ShadowRecorder['stats']> & { noise: string[] }) | null;
   breakers: Record<string, BreakerState>;
+}
+
+/**
+ * The request's path and query, with `req.url` set to it: an absolute-form target
+ * ("GET http://host/api/x", as clients configured to use the facade as an HTTP proxy send) is
+ * routed by its path like any other, not by the default route. Null for a target that is
+ * neither (`*`, an authority, garbage).
+ */
+function originForm(req: IncomingMessage): string | null {
+  const url = req.url ?? '/';
+  if (url.startsWith('/')) return url;
+  if (!/^https?:\/\//i.test(url)) return null;
+  try {
+    const parsed = new URL(url);
+    req.url = `${parsed.pathname}${parsed.search}`;
+    return req.url;
+  } catch {
+    return null;
+  }
+}
+
+/** Answers a request the facade will not forward (400), closing the connection: what follows on it cannot be trusted. */
+function refuse(res: ServerResponse, err: AppError): void {
+  const body = JSON.stringify(err.toJSON());
+  res.writeHead(err.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  res.end(body);
 }
 
 /** Reserved path prefix on the client port (healthz, readyz): never proxied. */
@@ -404,13 +431,24 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   }
 
   const handler: RequestListener = (req, res) => {
-    const url = req.url ?? '/';
+    const url = originForm(req);
+    if (url === null) {
+      // `OPTIONS *` asks the server itself; any other target that is not a path is refused
+      // here: the proxy would not forward it, and its failure would count against a breaker.
+      if (req.url === '*' && req.method === 'OPTIONS') res.writeHead(204, { 'content-length': 0 }).end();
+      else refuse(res, facadeErrors.BAD_REQUEST_TARGET(`"${String(req.url).slice(0, 200)}" is not a path or an absolute http(s) URL.`));
+      return;
+    }
     if (url.startsWith(RESERVED_PREFIX)) {
       internal(req, res, url);
       return;
     }
     const table = current;
     const cleaned = cleanRequestHeaders(req);
+    if (cleaned.refuse) {
+      refuse(res, facadeErrors.BAD_REQUEST_HEADERS(`Refused: ${cleaned.refuse}.`));
+      return;
+    }
     const route = table.matcher.match(req.method ?? 'GET', url);
     const forced = cleaned.forceSide && checkToken(cleaned.adminToken) && (cleaned.forceSide === 'serve' || cleaned.forceSide === 'canary') ? cleaned.forceSide : undefined;
     const decision = decide(table, route, req, forced);
@@ -477,9 +515,13 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   }
 
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (String(req.headers.upgrade).toLowerCase() !== 'websocket') return notUpgraded(req, socket);
+    const url = originForm(req);
+    if (url === null) return answerSocket(socket, 400, 'BAD_REQUEST_TARGET', 'The request target must be a path or an absolute http(s) URL.');
     const table = current;
     const cleaned = cleanRequestHeaders(req, true);
-    const route = table.matcher.match(req.method ?? 'GET', req.url ?? '/');
+    if (cleaned.refuse) return answerSocket(socket, 400, 'BAD_REQUEST_HEADERS', `Refused: ${cleaned.refuse}.`);
+    const route = table.matcher.match(req.method ?? 'GET', url);
     const forced = cleaned.forceSide && checkToken(cleaned.adminToken) && (cleaned.forceSide === 'serve' || cleaned.forceSide === 'canary') ? cleaned.forceSide : undefined;
     const decision = decide(table, route, req, forced);
     // A WebSocket is long-lived: it is not run through the breaker, but an open breaker sends it
@@ -495,6 +537,35 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     socket.once('close', () => table.lease.release());
     up.proxy.upgrade(req, socket, head);
   };
+
+  /**
+   * A request asking to switch to another protocol than WebSocket (`Upgrade: h2c`, as
+   * `curl --http2` and Java's HttpClient send to http:// URLs): answered as the plain HTTP/1.1
+   * request it also is, as a server without upgrade support would, on a connection that then
+   * closes (Node has handed the socket over). With a body it is refused: Node stops reading
+   * the request at its headers once it counts as an upgrade.
+   */
+  function notUpgraded(req: IncomingMessage, socket: Duplex) {
+    const proto = String(req.headers.upgrade).slice(0, 50);
+    const length = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
+      answerSocket(socket, 400, 'UPGRADE_NOT_SUPPORTED', `The facade does not switch to "${proto}"; send the request without the Upgrade header.`);
+      return;
+    }
+    delete req.headers.upgrade;
+    // The other headers it names (HTTP2-Settings) stay hop-by-hop: cleanRequestHeaders drops them.
+    const named = String(req.headers.connection ?? '').split(',').map((t) => t.trim()).filter((t) => t && t.toLowerCase() !== 'upgrade' && t.toLowerCase() !== 'keep-alive');
+    req.headers.connection = ['close', ...named].join(', ');
+    req.push(null); // no body; the parser, which would end the request, let go of it
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => {
+      res.detachSocket(socket as Socket);
+      socket.end();
+    });
+    handler(req, res);
+  }
 
   function internal(_req: IncomingMessage, res: ServerResponse, url: string) {
     const name = url.slice(RESERVED_PREFIX.length).split('?')[0];

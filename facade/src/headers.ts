@@ -23,6 +23,10 @@ export const SHADOW_HEADER = 'x-strangler-shadow';
 const HOP_BY_HOP_REQUEST = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization']);
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'transfer-encoding']);
 const SANE_REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** Headers that frame the request: a request naming one in Connection is refused (request smuggling). */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
+/** Headers the facade sets itself: never removed because the client named them in Connection. */
+const SET_BY_FACADE = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', REQUEST_ID_HEADER, 'traceparent']);
 
 export interface CleanedRequest {
   requestId: string;
@@ -31,6 +35,8 @@ export interface CleanedRequest {
   adminToken: string | undefined;
   /** Headers to leave out of the outgoing request (hop-by-hop), or null when there are none. */
   strip: string[] | null;
+  /** Why the request must be refused with a 400 instead of forwarded, if it must. */
+  refuse: string | null;
 }
 
 /** Cleans `req.headers` in place (one pass) and returns what the facade needs from them. */
@@ -39,6 +45,7 @@ export function cleanRequestHeaders(req: IncomingMessage, websocket = false): Cl
   let forceSide: string | undefined;
   let adminToken: string | undefined;
   let strip: string[] | null = null;
+  let refuse: string | null = null;
   for (const key of Object.keys(h)) {
     if (key.startsWith(INTERNAL_PREFIX)) {
       if (key === FORCE_SIDE_HEADER) forceSide = String(h[key]);
@@ -50,7 +57,10 @@ export function cleanRequestHeaders(req: IncomingMessage, websocket = false): Cl
       if (key === 'connection') {
         for (const token of String(h.connection).split(',')) {
           const name = token.trim().toLowerCase();
-          if (name && name !== 'close' && name !== 'keep-alive' && name !== 'upgrade' && h[name] !== undefined) strip.push(name);
+          // Stripping Content-Length or Transfer-Encoding would send the body unframed, where
+          // the upstream reads it as a second request that no route, breaker or header rule saw.
+          if (FRAMING.has(name)) refuse = `the Connection header names ${name}, which frames the request and cannot be removed`;
+          else if (name && name !== 'close' && name !== 'keep-alive' && name !== 'upgrade' && !SET_BY_FACADE.has(name) && !name.startsWith(INTERNAL_PREFIX) && h[name] !== undefined) strip.push(name);
         }
       }
     } else if (key === 'expect') {
@@ -68,7 +78,7 @@ export function cleanRequestHeaders(req: IncomingMessage, websocket = false): Cl
   h['x-forwarded-proto'] = (req.socket as { encrypted?: boolean }).encrypted ? (websocket ? 'wss' : 'https') : websocket ? 'ws' : 'http';
   if (h.host) h['x-forwarded-host'] = h.host;
   else delete h['x-forwarded-host'];
-  return { requestId, forceSide, adminToken, strip };
+  return { requestId, forceSide, adminToken, strip, refuse };
 }
 
 /**

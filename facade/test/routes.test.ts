@@ -47,6 +47,12 @@ default: monolith
     ]);
   });
 
+  it('reads a table saved with a byte order mark, in JSON as in YAML', () => {
+    const spec = { upstreams, routes: [{ id: 'a', match: { method: 'GET', path: '/a' }, effects: 'read', serve: 'notification' }], default: 'monolith' };
+    expect(parseRouteTable(`\uFEFF${JSON.stringify(spec)}`, 'json').spec.routes[0]!.serve).toBe('notification');
+    expect(parseRouteTable(`\uFEFF${table(spec)}`, 'yaml').spec.routes[0]!.serve).toBe('notification');
+  });
+
   it('names the route and the field of every problem and says what to fix', () => {
     const found = problems(
       table({

@@ -27,7 +27,8 @@ export const hashText = (text: string): string => createHash('sha256').update(te
 export function parseTableText(text: string, format: TableFormat, source = 'route table'): unknown {
   if (format === 'json') {
     try {
-      return JSON.parse(text);
+      // A byte order mark, as some Windows editors write: YAML skips it, JSON.parse does not.
+      return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
     } catch (err) {
       throw new RouteTableError([`not valid JSON: ${(err as Error).message}`], source);
     }
