@@ -6,8 +6,16 @@ import { z } from 'zod';
  * them; every service verifies them with the same secret (AUTH_TOKEN_SECRET), so a client keeps
  * its token whichever side answers.
  */
+/** The default secret, for development: it is in this repository, so anyone can sign tokens with it. */
+export const DEV_TOKEN_SECRET = 'strangler-dev-secret-change-me-in-production';
+
 export const authEnv = {
-  AUTH_TOKEN_SECRET: z.string().min(32, 'must be at least 32 characters').default('strangler-dev-secret-change-me-in-production'),
+  AUTH_TOKEN_SECRET: z
+    .string()
+    .min(32, 'must be at least 32 characters')
+    .default(DEV_TOKEN_SECRET)
+    // Read when the config loads: a process in production refuses to start with the public secret.
+    .refine((v) => v !== DEV_TOKEN_SECRET || process.env.NODE_ENV !== 'production', 'must be set when NODE_ENV=production: the default is public, so anyone could sign a token for any user (e.g. AUTH_TOKEN_SECRET=$(openssl rand -hex 32), the same for every process)'),
   AUTH_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(3600),
 };
 

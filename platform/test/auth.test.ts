@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bearerToken, decodeTokenClaims, signToken, verifyToken } from '../src/index.ts';
+import { authEnv, bearerToken, ConfigError, decodeTokenClaims, loadConfig, signToken, verifyToken } from '../src/index.ts';
 
 const secret = 'x'.repeat(32);
 
@@ -24,5 +24,20 @@ describe('bearer tokens', () => {
     expect(bearerToken('Bearer abc.def.ghi')).toBe('abc.def.ghi');
     expect(bearerToken('Basic abc')).toBeNull();
     expect(bearerToken(undefined)).toBeNull();
+  });
+
+  it('refuses to start in production with the public default secret, saying what to set', () => {
+    const before = process.env.NODE_ENV;
+    try {
+      process.env.NODE_ENV = 'development';
+      expect(loadConfig(authEnv, {}).AUTH_TOKEN_SECRET).toBe('strangler-dev-secret-change-me-in-production');
+      process.env.NODE_ENV = 'production';
+      expect(() => loadConfig(authEnv, {})).toThrow(ConfigError);
+      expect(() => loadConfig(authEnv, {})).toThrow(/AUTH_TOKEN_SECRET="": must be set when NODE_ENV=production: the default is public/);
+      expect(loadConfig(authEnv, { AUTH_TOKEN_SECRET: 's'.repeat(40) }).AUTH_TOKEN_SECRET).toBe('s'.repeat(40));
+    } finally {
+      if (before === undefined) delete process.env.NODE_ENV;
+      else process.env.NODE_ENV = before;
+    }
   });
 });
