@@ -35,6 +35,16 @@ describe('POST /api/users (register)', () => {
     expectValidationProblems(res.body, ['email', 'name', 'password', '(body)']);
   });
 
+  it('refuses the NUL character, which Postgres cannot store, as a field problem rather than a 500', async () => {
+    const res = await request(app).post('/api/users').send({ email: `nul.${randomUUID()}@example.com`, name: 'Ada\u0000', password: 'correct horse battery' });
+    expect(res.status).toBe(400);
+    expect(res.body.error.details).toEqual([{ field: 'name', problem: 'must not contain the NUL character (\\u0000)' }]);
+    const user = await registerUser(app);
+    const notification = await request(app).post('/api/notifications').set(user.auth).send({ userId: user.id, channel: 'email', template: 'welcome', data: { a: ['x', 'y\u0000'] } });
+    expect(notification.status).toBe(400);
+    expect(notification.body.error.details).toEqual([{ field: 'data.a[1]', problem: 'must not contain the NUL character (\\u0000)' }]);
+  });
+
   it('answers malformed JSON with 400 MALFORMED_JSON and an oversized body with 413', async () => {
     const malformed = await request(app).post('/api/users').set('content-type', 'application/json').send('{"email": ');
     expect(malformed.status).toBe(400);

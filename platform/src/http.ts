@@ -44,15 +44,36 @@ export interface FieldProblem {
   problem: string;
 }
 
-/** Parses `input` with `schema`; on failure throws VALIDATION_FAILED listing every field problem. */
+const fieldName = (path: ReadonlyArray<PropertyKey>) => (path.length ? path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('') : '(body)');
+
+/**
+ * Parses `input` with `schema`; on failure throws VALIDATION_FAILED listing every field problem.
+ * A string anywhere in the result that holds the NUL character is a problem too: Postgres
+ * stores it in neither text nor jsonb, so it would fail as a 500 at the database.
+ */
 export function validate<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
   const result = schema.safeParse(input);
-  if (result.success) return result.data;
-  const problems: FieldProblem[] = result.error.issues.map((issue) => ({
-    field: issue.path.length ? issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('') : '(body)',
-    problem: issue.message,
-  }));
+  if (result.success) {
+    const problems = nulProblems(result.data, []);
+    if (problems.length) throw commonErrors.VALIDATION_FAILED(undefined, problems);
+    return result.data;
+  }
+  const problems: FieldProblem[] = result.error.issues.map((issue) => ({ field: fieldName(issue.path), problem: issue.message }));
   throw commonErrors.VALIDATION_FAILED(undefined, problems);
+}
+
+function nulProblems(value: unknown, path: PropertyKey[], out: FieldProblem[] = []): FieldProblem[] {
+  if (typeof value === 'string') {
+    if (value.includes('\u0000')) out.push({ field: fieldName(path), problem: 'must not contain the NUL character (\\u0000)' });
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => nulProblems(v, [...path, i], out));
+  } else if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
+    for (const [k, v] of Object.entries(value)) {
+      if (k.includes('\u0000')) out.push({ field: fieldName([...path, k]), problem: 'must not contain the NUL character (\\u0000)' });
+      nulProblems(v, [...path, k], out);
+    }
+  }
+  return out;
 }
 
 export const notFoundHandler = (): RequestHandler => (_req, _res, next) => next(commonErrors.ROUTE_NOT_FOUND());
