@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
-import { createDb, type Channel, type ChannelModel } from '@strangler/platform';
+import { createDb, openAmqpConnections, type Channel, type ChannelModel } from '@strangler/platform';
 import { consume, consumerQueues, listParked, pruneInbox, replayParked, type Consumer, type ConsumeOptions } from '../src/index.ts';
 import { HEADERS, toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
@@ -97,6 +97,43 @@ describe('consume', () => {
     publish('gap', 1);
     await waitFor('both applied', async () => (await replicaVersion('gap')) === 2, 5_000);
     expect((await applied()).map((r) => r.version)).toEqual([1, 2]);
+  });
+
+  it('reads a version a handler returns as a string of digits (a numeric column) as its number, and parks on one that is not a version', async () => {
+    const base = replicaHandler();
+    const asText = async (trx: Parameters<NonNullable<typeof base.versionOf>>[0], event: Parameters<NonNullable<typeof base.versionOf>>[1]) => {
+      const version = await base.versionOf!(trx, event);
+      return (version === null ? null : String(version)) as unknown as number | null;
+    };
+    await start({ handler: { ...base, versionOf: asText } });
+    publish('text', 1);
+    publish('text', 2);
+    publish('text', 3);
+    await waitFor('v3 applied', async () => (await replicaVersion('text')) === 3, 5_000);
+    expect((await applied()).map((r) => r.version)).toEqual([1, 2, 3]);
+    await Promise.all(consumers.splice(0).map((c) => c.stop()));
+    const c = await start({ handler: { ...base, versionOf: async () => 'v1' as unknown as number }, retry: { maxAttempts: 1 } });
+    const parked: string[] = [];
+    c.events.on('consumer:message:parked', ({ error }) => parked.push(error));
+    publish('bad-version', 1);
+    await waitFor('parked', () => parked.length === 1);
+    expect(parked[0]).toMatch(/The handler's versionOf returned "v1": return the entity's version as a whole number, or null when it does not exist here/);
+  });
+
+  it('refuses options that would stop it consuming or park every message, before connecting', async () => {
+    const cases: Array<[Partial<ConsumeOptions>, RegExp]> = [
+      [{ concurrency: 0 }, /concurrency \(0\) must be a whole number from 1 to 1000/],
+      [{ concurrency: Number.NaN }, /concurrency \(NaN\)/],
+      [{ batchSize: 0 }, /batchSize \(0\) must be a whole number from 1 to 10000/],
+      [{ prefetch: 1.5 }, /prefetch \(1.5\) must be a whole number from 1 to 65535/],
+      [{ retry: { maxAttempts: Number.NaN } }, /retry.maxAttempts \(NaN\)/],
+      [{ retry: { baseMs: 0 } }, /retry.baseMs \(0\)/],
+      [{ retry: { baseMs: 5_000, maxMs: 1_000 } }, /retry.maxMs \(1000\) must be a whole number from 5000/],
+      [{ handler: {} }, /the handler needs apply\(trx, event\) or applyAll\(trx, events\)/],
+    ];
+    const before = openAmqpConnections();
+    for (const [options, message] of cases) await expect(start(options)).rejects.toThrow(message);
+    expect(openAmqpConnections()).toBe(before);
   });
 
   it('treats an absent entity as version 0 unless told to accept the first version seen', async () => {

@@ -54,6 +54,14 @@ const messagesAtBroker = (what: string, count = 1, timeoutMs?: number) =>
 const unpublished = async () => Number((await db.knex('outbox').whereNull('published_at').count<{ c: number }[]>({ c: '*' }))[0]!.c);
 
 describe('relay', () => {
+  it('refuses a batch size or retention that would spin or never prune, before connecting', () => {
+    const base = { connection: db.connection, amqpUrl: broker.url, exchange: broker.exchange };
+    expect(() => createRelay({ ...base, batchSize: 0 })).toThrow('createRelay: batchSize (0) must be a whole number of rows from 1 to 10000.');
+    expect(() => createRelay({ ...base, batchSize: 2.5 })).toThrow(/batchSize \(2.5\)/);
+    expect(() => createRelay({ ...base, retentionMs: Number.NaN })).toThrow('createRelay: retentionMs (NaN) must be a number of ms from 0 (how long published rows are kept).');
+    expect(() => createRelay({ ...base, retentionMs: Infinity })).toThrow(/retentionMs \(Infinity\)/);
+  });
+
   it('publishes each committed event as a persistent message routed by its type, with the envelope headers', async () => {
     const written = [await writeEvent(db.knex, 'env-1'), await writeEvent(db.knex, 'env-1')];
     startRelay();

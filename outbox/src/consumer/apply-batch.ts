@@ -93,11 +93,11 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
         const key = `${event.aggregateType}\u0000${event.aggregateId}`;
         let current: number | null;
         if (local.has(key)) current = local.get(key)!;
-        else if (versions) current = versions[k] ?? null;
+        else if (versions) current = localVersion(versions[k], 'versionsOf');
         else {
           // Per-event form: earlier events of this batch must have taken effect first.
           if (toApply.length) await applyNow(trx, opts, toApply.splice(0));
-          current = await handler.versionOf!(trx, event);
+          current = localVersion(await handler.versionOf!(trx, event), 'versionOf');
         }
         const decision = decideVersion(current, event.aggregateVersion, opts.acceptFirstSeen);
         if (decision === 'gap') {
@@ -133,6 +133,19 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
   } finally {
     clearTimeout(deadline);
   }
+}
+
+/**
+ * The version a handler reported, as a number: null or undefined (no such entity) is null, and a
+ * string of digits (a numeric or bigint column, which pg returns as text) its number; anything
+ * else is the handler's bug, refused with what it returned (compared as it is, "1" + 1 would
+ * be "11", and every later event a gap).
+ */
+function localVersion(value: unknown, from: string): number | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  if (typeof value === 'string' && /^\d{1,15}$/.test(value)) return Number(value);
+  throw new Error(`The handler's ${from} returned ${JSON.stringify(value)}: return the entity's version as a whole number, or null when it does not exist here.`);
 }
 
 async function applyNow(trx: Knex.Transaction, { handler, traceparents }: ApplyOptions, events: ReceivedEvent[]) {

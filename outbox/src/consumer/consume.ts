@@ -179,6 +179,16 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   } = options;
   if (!name) throw new Error('consume: `queue` (the consumer name) is required.');
   if (!bindings.length) throw new Error(`consume(${name}): give at least one binding, e.g. ["order.*"].`);
+  if (typeof handler?.apply !== 'function' && typeof handler?.applyAll !== 'function') throw new Error(`consume(${name}): the handler needs apply(trx, event) or applyAll(trx, events).`);
+  const whole = (key: string, value: unknown, min: number, max: number, what: string) => {
+    if (!(Number.isInteger(value) && (value as number) >= min && (value as number) <= max)) throw new Error(`consume(${name}): ${key} (${String(value)}) must be a whole number from ${min} to ${max} (${what}).`);
+  };
+  whole('prefetch', prefetch, 1, 65_535, 'unacknowledged messages at once');
+  whole('concurrency', concurrency, 1, 1_000, 'transactions at once');
+  whole('batchSize', batchSize, 1, 10_000, 'messages per transaction');
+  whole('retry.maxAttempts', retry.maxAttempts ?? 8, 1, 100, 'failed deliveries before a message is parked');
+  whole('retry.baseMs', retry.baseMs ?? 1_000, 1, MAX_TIMER_MS, 'ms of the first retry delay');
+  whole('retry.maxMs', retry.maxMs ?? 60_000, retry.baseMs ?? 1_000, MAX_TIMER_MS, 'ms, the cap of any retry delay, at least retry.baseMs');
   for (const [key, value] of Object.entries({ transactionTimeoutMs, inboxPruneIntervalMs })) {
     if (!(Number.isInteger(value) && value > 0 && value <= MAX_TIMER_MS)) throw new Error(`consume(${name}): ${key} (${value}) must be a whole number of ms above 0 and at most ${MAX_TIMER_MS}.`);
   }

@@ -190,6 +190,12 @@ export function createRelay(options: RelayOptions): Relay {
   for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'claimFloorHeldWarnMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
     if (!(opts[name] > 0 && opts[name] <= MAX_TIMER_MS)) throw new Error(`createRelay: ${name} (${opts[name]}) must be above 0 and at most ${MAX_TIMER_MS} ms.`);
   }
+  if (!(Number.isInteger(opts.batchSize) && opts.batchSize >= 1 && opts.batchSize <= 10_000)) {
+    throw new Error(`createRelay: batchSize (${opts.batchSize}) must be a whole number of rows from 1 to 10000.`);
+  }
+  if (!(Number.isFinite(opts.retentionMs) && opts.retentionMs >= 0)) {
+    throw new Error(`createRelay: retentionMs (${opts.retentionMs}) must be a number of ms from 0 (how long published rows are kept).`);
+  }
   if (!(opts.busyRampFromPerSec >= 0 && opts.busyRampToPerSec > opts.busyRampFromPerSec)) {
     throw new Error(`createRelay: busyRampToPerSec (${opts.busyRampToPerSec}) must be above busyRampFromPerSec (${opts.busyRampFromPerSec}), both events/s.`);
   }
