@@ -35,6 +35,8 @@ export interface OutboxRow {
   created_at: Date;
   /** As claimed by the relay (relay/claim.ts): the broker closed the channel over this row the last time. */
   refused_before?: boolean;
+  /** As claimed by the relay: the payload's stored size (see CLAIM_MAX_STORED_BYTES). */
+  stored_bytes?: number;
 }
 
 /** What a consumer's handler receives. */

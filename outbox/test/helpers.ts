@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
 import { adminConnection, type TestBroker, type TestDatabase } from '@strangler/platform/testing';
 import { repoRoot, withAdminClient } from '@strangler/platform';
 import { appendEvent, type EventHandler } from '../src/index.ts';
-import { CLAIM_SQL } from '../src/relay/claim.ts';
+import { CLAIM_MAX_STORED_BYTES, CLAIM_SQL } from '../src/relay/claim.ts';
 
 export const execFileAsync = promisify(execFile);
 
@@ -278,4 +278,4 @@ export async function drainQueue(broker: TestBroker, queue: string): Promise<Arr
 
 /** The relay's claim with literal parameters, for EXPLAIN: 500 rows, nothing in flight or confirmed, pending rows from `start` up, no floor candidate. */
 export const claimSqlLiteral = (start = 0) =>
-  CLAIM_SQL.replaceAll('$1', '500').replaceAll('$2', "'{}'").replaceAll('$3', "'{}'").replaceAll('$4', String(start)).replaceAll('$5', 'null').replaceAll('$6', 'false');
+  CLAIM_SQL.replaceAll('$1', '500').replaceAll('$2', "'{}'").replaceAll('$3', "'{}'").replaceAll('$4', String(start)).replaceAll('$5', 'null').replaceAll('$6', 'false').replaceAll('$7', String(CLAIM_MAX_STORED_BYTES));

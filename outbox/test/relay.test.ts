@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { amqpEnv, closeAmqp, connectAmqp, createRegistry, loadConfig, openAmqpConnections, pgEnv, type ChannelModel, type Channel } from '@strangler/platform';
@@ -75,6 +75,28 @@ describe('relay', () => {
     expect(got[1]).toMatchObject({ routingKey: 'item.updated', headers: { 'x-aggregate-version': 2 } });
     await waitFor('rows marked published', async () => (await unpublished()) === 0);
   });
+
+  it('claims large events under a byte budget, so a backlog of them flows and the small events behind them follow', async () => {
+    // 1 MiB of incompressible text each: two fill a claim's budget (CLAIM_MAX_STORED_BYTES).
+    const big = Array.from({ length: 12 }, () => randomBytes(768 * 1024).toString('base64'));
+    const ids: string[] = [];
+    for (const [i, blob] of big.entries()) {
+      ids.push(await db.knex.transaction(async (trx) => (await appendEvent(trx, { aggregateType: 'item', aggregateId: `big-${i}`, aggregateVersion: 1, eventType: 'item.created', payload: { blob }, origin: 'test' })).id));
+    }
+    for (let i = 0; i < 5; i++) ids.push((await writeEvent(db.knex, `small-${i}`)).id);
+    const relay = startRelay();
+    const batches: number[] = [];
+    relay.events.on('relay:batch:published', ({ count }) => batches.push(count));
+    const got: string[] = [];
+    await waitFor('all 17 at the broker', async () => {
+      got.push(...(await drainQueue(broker, raw)).map((m) => m.id));
+      return got.length >= 17;
+    }, 30_000);
+    expect(got).toEqual(ids);
+    // Batches in flight together may confirm in any order.
+    expect(batches.sort()).toEqual([2, 2, 2, 2, 2, 2, 5]);
+    await waitFor('rows marked published', async () => (await unpublished()) === 0);
+  }, 60_000);
 
   it('when a transaction commits late with a lower seq than rows already relayed, its event is still published', async () => {
     // A long fallback poll: what wakes the relay for the late row is its commit's NOTIFY.

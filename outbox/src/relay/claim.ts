@@ -32,8 +32,17 @@ const CANDIDATE_INTERVAL_MS = 100;
  * `refused_before`: the broker closed the channel over this row the last time (the relay then
  * publishes it alone).
  */
+const RAW = 'id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers, created_at, last_error';
 const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload::text as payload, headers, created_at,
-  (last_error like '${REFUSED_BY_BROKER}:%') is true as refused_before`;
+  (last_error like '${REFUSED_BY_BROKER}:%') is true as refused_before, stored_bytes`;
+
+/**
+ * Most bytes of payload, as stored (pg_column_size: compressed when Postgres compressed it), one
+ * claim takes beyond its first row. A row count alone let a backlog of large events (the writer
+ * takes up to 16 MiB each) make every claim run past the lease session's statement timeout or
+ * the relay out of memory, every time again: nothing, not even later small events, was published.
+ */
+export const CLAIM_MAX_STORED_BYTES = 2 * 1024 * 1024;
 const PENDING = `published_at is null and next_attempt_at is null and seq >= $4
         and seq <> all($2::bigint[]) and seq <> all($3::bigint[])`;
 export const CLAIM_SQL = `
@@ -45,16 +54,24 @@ export const CLAIM_SQL = `
            (select seq from outbox where ${PENDING} order by seq limit 1) as lowest)
   select meta.high, meta.xid, meta.matured, meta.lowest, due.*
     from meta left join (
-      select * from (
-        (select ${COLUMNS} from outbox where ${PENDING} order by seq limit $1)
-        union all
-        (select ${COLUMNS} from outbox
-          where published_at is null and next_attempt_at <= now()
-            and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
-          order by next_attempt_at limit $1)
-      ) u
-      order by seq
-      limit $1
+      -- Payloads are selected raw, so a large one stays in TOAST until the text conversion of a
+      -- row that survives the byte budget ($7): the rows after the first whose stored payloads,
+      -- with those before them, stay under it.
+      select ${COLUMNS} from (
+        select w.*, sum(w.stored_bytes) over (order by w.seq) as upto from (
+          select u.*, pg_column_size(u.payload) as stored_bytes from (
+            (select ${RAW} from outbox where ${PENDING} order by seq limit $1)
+            union all
+            (select ${RAW} from outbox
+              where published_at is null and next_attempt_at <= now()
+                and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
+              order by next_attempt_at limit $1)
+          ) u
+          order by u.seq
+          limit $1
+        ) w
+      ) b
+      where b.upto - b.stored_bytes < $7
     ) due on true
    order by due.seq`;
 
@@ -75,7 +92,7 @@ export async function claimBatch(session: pg.Client, limit: number, inFlight: nu
   // A trigger dropped or disabled, or a sequence altered, while this relay leads: noticed here.
   if (floor?.fullScanDue) floor.setSupported(await claimFloorSupported(session));
   const { start, horizon, fullScan, candidate } = floor ? floor.next() : { start: 0, horizon: null, fullScan: true, candidate: false };
-  const { rows } = await session.query<OutboxRow & ClaimMeta>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed, start, horizon, candidate] });
+  const { rows } = await session.query<OutboxRow & ClaimMeta>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed, start, horizon, candidate, CLAIM_MAX_STORED_BYTES] });
   const claimed = rows[0]!.id === null ? [] : rows;
   floor?.advance(rows[0]!, inFlight, fullScan, claimed.length);
   return claimed;

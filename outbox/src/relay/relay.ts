@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { createDb, EVENTS_EXCHANGE, MAX_TIMER_MS, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
-import { ClaimFloor, claimBatch, claimFloorSupported, LAG_SQL, markPublished, markRejected, REFUSED_BY_BROKER, REFUSED_SQL } from './claim.ts';
+import { CLAIM_MAX_STORED_BYTES, ClaimFloor, claimBatch, claimFloorSupported, LAG_SQL, markPublished, markRejected, REFUSED_BY_BROKER, REFUSED_SQL } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
 import { LeaderLease, type Tenure } from './leader.ts';
 import { OutboxListener } from './listener.ts';
@@ -141,6 +141,12 @@ const SETTLE_SWEEP_MS = 50;
 // Batches awaiting confirms at once: the broker's confirm latency (~1-5 ms here) then overlaps
 // with claiming and publishing the next rows instead of adding to every row's latency.
 const MAX_IN_FLIGHT = 4;
+
+const storedBytes = (rows: OutboxRow[]): number => {
+  let n = 0;
+  for (const r of rows) n += r.stored_bytes ?? 0;
+  return n;
+};
 // A leader whose broker connection has been down this long (a network problem of its own host,
 // say) ends its tenure: another relay that has a connection takes over within a lease retry, and
 // this one competes again once it is connected.
@@ -345,7 +351,9 @@ export function createRelay(options: RelayOptions): Relay {
           confirmed = marking.concat(confirmed);
           throw err;
         }
-        if (polled && rows.length < opts.batchSize) {
+        // A claim the row count or the byte budget cut short: more is waiting.
+        const full = rows.length === opts.batchSize || storedBytes(rows) >= CLAIM_MAX_STORED_BYTES;
+        if (polled && !full) {
           // What this claim found arrived since the previous one started (a full claim says
           // only that there was at least that much).
           smoothedPerSec = rateAfterPoll(smoothedPerSec, rows.length, claimedAt - previousClaimAt);
@@ -410,7 +418,7 @@ export function createRelay(options: RelayOptions): Relay {
             continue; // sweep right after switching, then once more at settleAt
           }
         }
-        if (rows.length === opts.batchSize || (isolating && rows.length)) continue; // backlog, or rows to isolate: claim again at once
+        if (full || (isolating && rows.length)) continue; // backlog, or rows to isolate: claim again at once
         // A loop: a batch whose confirms come in during the await adds to `confirmed` (it sees
         // `sleeping` false), and nothing else would mark those before the next claim.
         while (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0));
