@@ -36,6 +36,13 @@ describe('appendEvent', () => {
     await expect(append({ headers: { CC: 'ops@example.com' } })).rejects.toThrow(/header "CC" must be an array of routing keys/);
     // Multi-byte characters: the limit is in bytes.
     await expect(append({ payload: { text: 'é'.repeat(8.5 * 1024 * 1024) } })).rejects.toThrow(/the payload is 17825803 bytes of JSON, more than the 16773120 a message body leaves for it/);
+    // A payload that fits, but not with the envelope's copy of 50 kB of other headers (nor as
+    // Postgres prints it): the relay could never publish it, so the write is refused.
+    await expect(append({ payload: { d: 'x'.repeat(16 * 1024 * 1024 - 4_096 - 20) }, headers: { note: 'y'.repeat(50_000) } })).rejects.toThrow(
+      /cannot be published: the body is 16823\d{3} bytes, more than the 16777216 the relay publishes/,
+    );
+    const commas = Object.fromEntries(Array.from({ length: 1_200_000 }, (_, i) => [`k${i}`, 1]));
+    await expect(append({ payload: commas })).rejects.toThrow(/cannot be published: the body is \d+ bytes, more than the 16777216 the relay publishes/);
     expect(await db.knex('outbox').where({ aggregate_id: 'u3' }).count({ c: '*' })).toEqual([{ c: 0 }]);
   });
 
