@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createTestDatabase } from '@strangler/platform/testing';
+import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
 import { appendEvent } from '@strangler/outbox';
 import { command as status } from '../src/commands/status.ts';
 
 const monolith = await createTestDatabase('monolith');
 const service = await createTestDatabase('notification');
+const broker = await createTestBroker();
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -48,6 +49,23 @@ describe('strangler status', () => {
     expect(text).toMatch(/5 unpublished/);
     expect(text).toMatch(/of which 3 held because no queue is bound for order\.placed \(2\), payment\.captured \(1\)/);
     expect(text).toMatch(new RegExp(`of which 1 refused .*\\n.*seq ${seq} user\\.created: cannot be sent over AMQP`));
+  });
+
+  it('looks at the queues the processes are configured to use (NOTIFICATION_QUEUE, SYNC_QUEUE_PREFIX)', async () => {
+    const conn = await broker.connect('status');
+    const ch = await conn.createChannel();
+    await ch.assertQueue(`${broker.prefix}.notification.events`, { durable: true });
+    await ch.sendToQueue(`${broker.prefix}.notification.events`, Buffer.from('{}'));
+    await ch.assertQueue(`${broker.prefix}.monolith-sync.dead`, { durable: true });
+    await ch.close();
+    await conn.close();
+    const report = JSON.parse(await runStatus(true, { overrides: { NOTIFICATION_QUEUE: `${broker.prefix}.notification`, SYNC_QUEUE_PREFIX: broker.prefix } }));
+    expect(report.queues).toEqual([
+      { queue: `${broker.prefix}.notification.events`, messages: 1, consumers: 0 },
+      { queue: `${broker.prefix}.notification.dead`, messages: null, consumers: null },
+      { queue: `${broker.prefix}.monolith-sync.events`, messages: null, consumers: null },
+      { queue: `${broker.prefix}.monolith-sync.dead`, messages: 0, consumers: 0 },
+    ]);
   });
 
   it('exits 1 when a database or the broker cannot be read, and says which', async () => {

@@ -11,8 +11,11 @@ export interface Extraction {
   service: string;
   database(dbs: ReturnType<typeof databases>): DatabaseEntry;
   specs: SyncSpec[];
-  /** Consumer names (queues `<name>.events`, `<name>.dead`) that keep the two sides in step. */
-  consumers: string[];
+  /**
+   * Consumer names (queues `<name>.events`, `<name>.dead`) that keep the two sides in step, as
+   * the processes name them from this environment.
+   */
+  consumers(env: Record<string, string | undefined>): string[];
   /**
    * Runs before the backfill takes its snapshot: declares and binds the service's consumer
    * queue, so every change committed after the snapshot waits in the queue (no gap). `npm start`

@@ -1,3 +1,5 @@
+import { NOTIFICATION_QUEUE } from '@strangler/notification';
+import { syncQueueName } from '@strangler/monolith';
 import type { Extraction } from './index.ts';
 
 /**
@@ -7,8 +9,9 @@ import type { Extraction } from './index.ts';
 export const notification: Extraction = {
   service: 'notification',
   database: (dbs) => dbs.notification,
-  // The service's consumer of monolith events, and the monolith's consumer of the service's.
-  consumers: ['notification', 'monolith-sync'],
+  // The service's consumer of monolith events, and the monolith's consumer of the service's,
+  // named as the processes name them (NOTIFICATION_QUEUE, SYNC_QUEUE_PREFIX).
+  consumers: (env) => [env.NOTIFICATION_QUEUE || NOTIFICATION_QUEUE, syncQueueName({ SYNC_QUEUE_PREFIX: env.SYNC_QUEUE_PREFIX })],
   // Binds `notification.events` (AMQP_URL, EVENTS_EXCHANGE, NOTIFICATION_QUEUE as the service reads
   // them) before the snapshot, so every change committed after it waits in the queue.
   async prepare(env) {
