@@ -196,6 +196,11 @@ export interface Facade extends EventEmitter {
   isReady(): boolean;
   /** Marks the facade as stopping: /__strangler/readyz answers 503 so balancers stop sending. */
   markStopping(): void;
+  /**
+   * Closes the proxied WebSocket connections still open: the server's close waits for them, and
+   * a WebSocket may never end by itself (server.ts calls it when the shutdown grace is over).
+   */
+  closeUpgraded(): void;
   /** Stops watching, waits (bounded) for shadow runs, closes upstream sockets and breakers. */
   close(): Promise<void>;
 }
@@ -430,6 +435,9 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     }
   }
 
+  // Proxied WebSocket connections, until they close (closeUpgraded).
+  const upgraded = new Set<Duplex>();
+
   const handler: RequestListener = (req, res) => {
     const url = originForm(req);
     if (url === null) {
@@ -534,7 +542,11 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     }
     (req as IncomingMessage & { [ATTEMPT]?: Attempt })[ATTEMPT] = newAttempt(up.name, cleaned.requestId, cleaned.strip, null);
     table.lease.hold();
-    socket.once('close', () => table.lease.release());
+    upgraded.add(socket);
+    socket.once('close', () => {
+      upgraded.delete(socket);
+      table.lease.release();
+    });
     up.proxy.upgrade(req, socket, head);
   };
 
@@ -643,6 +655,9 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     routes,
     mismatches: (opts?: { routeId?: string; limit?: number }) => recorder.list(opts),
     isReady: () => !closing,
+    closeUpgraded: () => {
+      for (const socket of upgraded) socket.destroy();
+    },
     markStopping: () => {
       closing = true;
     },

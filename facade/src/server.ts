@@ -53,7 +53,10 @@ export async function listenFacade(facade: Facade, o: ListenOptions): Promise<Ru
     metrics,
     async close(graceMs = 8_000) {
       facade.markStopping();
+      // The server's close waits for WebSockets too, which may stay open for ever.
+      const dropUpgraded = setTimeout(() => facade.closeUpgraded(), graceMs);
       await main.close(graceMs);
+      clearTimeout(dropUpgraded);
       await facade.close();
       await Promise.all([admin?.close(500), metrics?.close(500)]);
     },

@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
+import { createLogger } from '@strangler/platform';
+import { createFacade, listenFacade } from '../src/index.ts';
 import { startFacade, startUpstream, table, teardown, type TestFacade, type Upstream } from './helpers.ts';
 
 /** An upstream that answers HTTP and echoes WebSocket messages prefixed with its name. */
@@ -93,5 +95,21 @@ describe('WebSocket upgrades', () => {
       breakers.get('notification')!.breaker.close();
       breakers.get('monolith')!.breaker.close();
     }
+  });
+});
+
+describe('shutdown with WebSockets open', () => {
+  it('closes the WebSockets still open when the grace period is over, and finishes closing', async () => {
+    const up = await wsUpstream('monolith');
+    const facade = await createFacade({ routesText: table({ upstreams: { monolith: { url: up.url } }, default: 'monolith' }), logger: createLogger('ws-shutdown-test', 'silent') });
+    const running = await listenFacade(facade, { port: 0 });
+    teardown(() => running.close(0));
+    const ws = await connect(`${running.main.url.replace('http', 'ws')}/live`);
+    expect(await roundTrip(ws, 'hi')).toBe('monolith:hi');
+    const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    const started = performance.now();
+    await running.close(300);
+    expect(performance.now() - started).toBeLessThan(3_000);
+    expect(await closed).toBe(1006); // dropped, not closed by a handshake: the client reconnects elsewhere
   });
 });
