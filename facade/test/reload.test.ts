@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { json, request, startFacade, startUpstream, table, tempDir, waitFor, type TestFacade, type Upstream } from './helpers.ts';
@@ -82,5 +82,42 @@ describe('hot reload', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(f.facade.table().generation).toBe(generation);
     expect((await readFile(f.facade.audit!.file, 'utf8')).trim().split('\n')).toHaveLength(auditLines);
+  });
+});
+
+describe('a route file reached through symbolic links (a Kubernetes ConfigMap volume)', () => {
+  it('reloads when the links are swapped, and writes a change through them, keeping the link', async () => {
+    const monolith = await startUpstream('monolith');
+    const notification = await startUpstream('notification');
+    const text = (serve: string) =>
+      table({
+        upstreams: { monolith: { url: monolith.url }, notification: { url: notification.url } },
+        routes: [{ id: 'notifications.get', match: { method: 'GET', path: '/api/notifications/:id' }, effects: 'read', serve }],
+        default: 'monolith',
+      });
+    // As the kubelet lays it out: routes.yaml -> ..data/routes.yaml, ..data -> ..<timestamp>.
+    const dir = await tempDir();
+    const version = async (name: string, serve: string) => {
+      await mkdir(path.join(dir, name));
+      await writeFile(path.join(dir, name, 'routes.yaml'), text(serve));
+    };
+    await version('..2026_11_25_01', 'monolith');
+    await symlink('..2026_11_25_01', path.join(dir, '..data'));
+    await symlink('..data/routes.yaml', path.join(dir, 'routes.yaml'));
+    const file = path.join(dir, 'routes.yaml');
+    const f = await startFacade({ routesFile: file, watchDebounceMs: 20 });
+    const who = async () => json(await request(`${f.url}/api/notifications/1`)).upstream;
+    expect(await who()).toBe('monolith');
+
+    // An update: a new folder, a new link renamed over ..data; routes.yaml itself is untouched.
+    await version('..2026_11_25_02', 'notification');
+    await symlink('..2026_11_25_02', path.join(dir, '..data_tmp'));
+    await rename(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
+    await waitFor(async () => (await who()) === 'notification', 5_000, 'the swapped file applied');
+
+    await f.facade.changeRoute('notifications.get', { serve: 'monolith' }, { who: 'test', why: 'through the link' });
+    expect((await lstat(file)).isSymbolicLink()).toBe(true);
+    expect(await readFile(path.join(dir, '..2026_11_25_02', 'routes.yaml'), 'utf8')).toContain('serve: monolith');
+    expect(await who()).toBe('monolith');
   });
 });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { open, rename, stat, unlink } from 'node:fs/promises';
+import { open, realpath, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import YAML, { isMap, isSeq, type Document } from 'yaml';
@@ -97,12 +97,16 @@ function stripNulls(v: Record<string, unknown>): Record<string, unknown> {
 }
 
 /**
- * Replaces `file` with `text` atomically: a temporary file in the same folder, with the mode (and,
- * when this process may set them, the owner and group) of the file it replaces, written and
- * fsynced, renamed over `file`, then the folder fsynced so the rename itself survives a crash.
+ * Replaces the file at `given` with `text` atomically: a temporary file in the same folder, with
+ * the mode (and, when this process may set them, the owner and group) of the file it replaces,
+ * written and fsynced, renamed over it, then the folder fsynced so the rename itself survives a
+ * crash.
  * Readers see the old content or the new, never a mix; a failure leaves the old file untouched.
  */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
+export async function writeFileAtomic(given: string, text: string): Promise<void> {
+  // Through a symbolic link, the file it resolves to is the one replaced: renaming over the link
+  // itself would turn it into a plain file, cut off from what the link pointed at.
+  const file = await realpath(given).catch(() => given);
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let existing: Stats | null = null;
