@@ -1,9 +1,9 @@
 import os from 'node:os';
 import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { AuditLog } from './admin/audit.ts';
+import { AuditLog, fileOwner } from './admin/audit.ts';
 import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
-import { formatOf, parseRouteTable, RouteTableError } from './routes/load.ts';
+import { formatOf, parseRouteTable, RouteTableError, type LoadedTable } from './routes/load.ts';
 import { withRouteFileLock } from './routes/lock.ts';
 import type { RoutePatch } from './routes/schema.ts';
 import type { RouteView } from './facade.ts';
@@ -100,6 +100,17 @@ export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: st
 async function flipFile(file: string, auditFile: string | undefined, routeId: string, patch: RoutePatch, who: string, why: string): Promise<FlipResult> {
   return withRouteFileLock(file, async () => {
     const text = await readFile(file, 'utf8');
+    const audit = new AuditLog(auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
+    // A hand edit the facade has not loaded yet would be audited by nobody once this flip's
+    // entry, with the new file's hash, is the newest: audit it first, as the facade would.
+    let found: LoadedTable | null = null;
+    try {
+      found = parseRouteTable(text, formatOf(file), file);
+    } catch {
+      // an invalid file: the flip is refused below
+    }
+    let caughtUp: string | undefined;
+    if (found) await audit.catchUp(found, await fileOwner(file), 'route file edited by hand (found by strangler flip)').catch((err: Error) => void (caughtUp = err.message));
     let edit;
     try {
       edit = applyRoutePatch(text, formatOf(file), routeId, patch, file);
@@ -110,10 +121,9 @@ async function flipFile(file: string, auditFile: string | undefined, routeId: st
     const result = { via: 'file' as const, before: edit.before, after: edit.after, changed: edit.changed, implied: edit.implied };
     if (!edit.changed) return { ...result, audited: true };
     await writeFileAtomic(file, edit.loaded.text);
-    const audit = new AuditLog(auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
     try {
-      await audit.append([{ at: new Date().toISOString(), who, source: 'file', routeId, before: edit.before, after: edit.after, why, tableHash: edit.loaded.hash }]);
-      return { ...result, audited: true };
+      await audit.record([{ at: new Date().toISOString(), who, source: 'file', routeId, before: edit.before, after: edit.after, why, tableHash: edit.loaded.hash }], edit.loaded);
+      return caughtUp ? { ...result, audited: false, auditError: `${audit.file}: an earlier hand edit could not be audited: ${caughtUp}` } : { ...result, audited: true };
     } catch (err) {
       return { ...result, audited: false, auditError: `${audit.file}: ${(err as Error).message}` };
     }

@@ -1,11 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { stat } from 'node:fs/promises';
 import { ServerResponse, type IncomingMessage, type RequestListener } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import { createLogger, createRegistry, startSpan, tracingEnabled, type AppError, type Logger, type Registry, type SpanHandle } from '@strangler/platform';
-import { AuditLog, diffTables, type AuditSource } from './admin/audit.ts';
+import { AuditLog, diffTables, fileOwner, type AuditSource } from './admin/audit.ts';
 import { tokenChecker } from './admin/token.ts';
 import { hasBody, readBodyBounded } from './body.ts';
 import { CLIENT_GONE, DEFAULT_BREAKER, breakerState, type BreakerSettings, type BreakerState } from './breakers.ts';
@@ -234,6 +233,13 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   if (routesFile) loaded = await loadRouteTableFile(routesFile);
   else if (options.routesText !== undefined) loaded = parseRouteTable(options.routesText, options.routesFormat ?? 'yaml', 'routesText');
   else throw new Error('createFacade needs routesFile or routesText');
+  if (audit && routesFile) {
+    try {
+      await audit.catchUp(loaded, await fileOwner(routesFile), 'route file changed while the facade was not running');
+    } catch (err) {
+      logger.error({ err, audit: audit.file }, 'could not audit the changes made to the route file while the facade was not running');
+    }
+  }
   let generation = 1;
   let current = compileTable(loaded, upstreams, generation);
   metrics.reloads.labels('start', 'applied').inc();
@@ -263,9 +269,10 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     const changes = diffTables(previous.source.raw, next.raw);
     let audited = true;
     try {
-      if (audit && changes.length && (await audit.lastTableHash()) !== next.hash) {
+      if (audit) {
         const at = new Date().toISOString();
-        await audit.append(changes.map((c) => ({ at, who, source, ...c, why, tableHash: next.hash })));
+        const entries = changes.length && (await audit.lastTableHash()) !== next.hash ? changes.map((c) => ({ at, who, source, ...c, why, tableHash: next.hash })) : [];
+        await audit.record(entries, next);
       }
     } catch (err) {
       // The change is in effect, so the new table serves; the missing entry must be loud.
@@ -663,14 +670,6 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     },
     close,
   });
-}
-
-async function fileOwner(file: string): Promise<string> {
-  try {
-    return `file-owner:uid=${(await stat(file)).uid}`;
-  } catch {
-    return 'unknown';
-  }
 }
 
 function wireObservability(events: EventEmitter, metrics: FacadeMetrics, logger: Logger) {

@@ -152,6 +152,34 @@ describe('route file write-back', () => {
     expect(await auditLines(auditFile)).toMatchObject([{ who: 'ada', source: 'file', routeId: 'notifications.get', why: 'promote', after: { serve: 'notification' } }]);
   });
 
+  it('audits a hand edit no facade loaded yet before the flip that follows it, and edits made while no facade ran when one starts', async () => {
+    const { file, auditFile } = await routeFile();
+    const f = await createFacade({ routesFile: file, auditFile, watchDebounceMs: 1_000 });
+    teardown(() => f.close());
+    // By hand, then at once a flip: the facade has not reloaded the hand edit yet.
+    await writeFile(file, (await readFile(file, 'utf8')).replace(/(id: notifications\.send[\s\S]*?serve: )monolith/, '$1notification'));
+    await flipRoute({ routeId: 'notifications.get', patch: { serve: 'notification' }, why: 'promote', who: 'ada', routesFile: file, auditFile });
+    await f.reload({ source: 'file' });
+    expect(f.table().byId.get('notifications.send')!.serve.name).toBe('notification');
+    expect(await auditLines(auditFile)).toMatchObject([
+      { source: 'file', routeId: 'notifications.send', before: { serve: 'monolith' }, after: { serve: 'notification' }, who: expect.stringMatching(/^file-owner:uid=\d+$/), why: 'route file edited by hand (found by strangler flip)' },
+      { source: 'file', routeId: 'notifications.get', after: { serve: 'notification' }, who: 'ada', why: 'promote' },
+    ]);
+    await f.close();
+
+    // With no facade running, by hand; the next facade to start audits it.
+    await writeFile(file, (await readFile(file, 'utf8')).replace(/(id: notifications\.get[\s\S]*?serve: )notification/, '$1monolith'));
+    const g = await createFacade({ routesFile: file, auditFile, watch: false });
+    teardown(() => g.close());
+    const lines = await auditLines(auditFile);
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatchObject({ source: 'file', routeId: 'notifications.get', before: { serve: 'notification' }, after: { serve: 'monolith' }, why: 'route file changed while the facade was not running' });
+    // Started again on the same file: nothing new to audit.
+    const h = await createFacade({ routesFile: file, auditFile, watch: false });
+    teardown(() => h.close());
+    expect(await auditLines(auditFile)).toHaveLength(3);
+  });
+
   it('flip --routes waits while another writer holds the route file, then applies its change on top', async () => {
     const { file, auditFile } = await routeFile();
     const original = await readFile(file, 'utf8');

@@ -1,4 +1,6 @@
-import { appendFile, open, readFile } from 'node:fs/promises';
+import { appendFile, open, readFile, stat } from 'node:fs/promises';
+import { parseTableText, type LoadedTable, type TableFormat } from '../routes/load.ts';
+import { writeFileAtomic } from '../routes/edit.ts';
 import { stableStringify } from '../shadow/normalise.ts';
 
 export type AuditSource = 'api' | 'file' | 'sighup';
@@ -28,9 +30,52 @@ export interface AuditEntry {
 export class AuditLog {
   constructor(readonly file: string) {}
 
+  /** The table the newest entries were written for, kept next to the log: what catchUp diffs against. */
+  get snapshotFile(): string {
+    return `${this.file}.table`;
+  }
+
   async append(entries: AuditEntry[]): Promise<void> {
     if (!entries.length) return;
     await appendFile(this.file, entries.map((e) => `${JSON.stringify(e)}\n`).join(''), { encoding: 'utf8', mode: 0o640 });
+  }
+
+  /** Appends the entries of a change that produced `table`, then keeps `table` as the snapshot. */
+  async record(entries: AuditEntry[], table: Pick<LoadedTable, 'text' | 'hash' | 'format'>): Promise<void> {
+    await this.append(entries);
+    await this.keep(table);
+  }
+
+  /**
+   * Audits what changed in the table file since the last audited table when nobody audited it:
+   * edited while the facade was not running, or by hand just before `strangler flip --routes`
+   * took the lock (the facade, finding the flip's hash last in the log, would skip it). Diffs
+   * `table` against the snapshot every writer keeps (record); without one (a new log, or one
+   * older than snapshots) it can only start one. Returns the entries written.
+   */
+  async catchUp(table: LoadedTable, who: string, why: string): Promise<number> {
+    const snapshot = await this.snapshot();
+    if (snapshot?.hash === table.hash) return 0;
+    if (!snapshot || (await this.lastTableHash()) === table.hash) {
+      await this.keep(table);
+      return 0;
+    }
+    const at = new Date().toISOString();
+    const changes = diffTables(parseTableText(snapshot.text, snapshot.format, this.snapshotFile), table.raw);
+    await this.record(changes.map((c) => ({ at, who, source: 'file' as const, ...c, why, tableHash: table.hash })), table);
+    return changes.length;
+  }
+
+  private async keep(table: Pick<LoadedTable, 'text' | 'hash' | 'format'>): Promise<void> {
+    await writeFileAtomic(this.snapshotFile, `${JSON.stringify({ hash: table.hash, format: table.format, text: table.text })}\n`);
+  }
+
+  private async snapshot(): Promise<{ hash: string; format: TableFormat; text: string } | null> {
+    try {
+      return JSON.parse(await readFile(this.snapshotFile, 'utf8')) as { hash: string; format: TableFormat; text: string };
+    } catch {
+      return null; // missing or torn: catchUp starts a new one
+    }
   }
 
   /** Entries, newest first, optionally for one route. */
@@ -105,4 +150,13 @@ export function diffTables(before: unknown, after: unknown): Array<Pick<AuditEnt
   const shared = (t: RawTable) => ({ upstreams: t?.upstreams ?? null, default: t?.default ?? null });
   if (stableStringify(shared(a)) !== stableStringify(shared(b))) out.push({ routeId: null, before: shared(a), after: shared(b) });
   return out;
+}
+
+/** Who to name for a change found in the file: its owner, as far as the file tells. */
+export async function fileOwner(file: string): Promise<string> {
+  try {
+    return `file-owner:uid=${(await stat(file)).uid}`;
+  } catch {
+    return 'unknown';
+  }
 }
