@@ -58,18 +58,16 @@ export const CLAIM_SQL = `
       -- row that survives the byte budget ($7): the rows after the first whose stored payloads,
       -- with those before them, stay under it.
       select ${COLUMNS} from (
-        select w.*, sum(w.stored_bytes) over (order by w.seq) as upto from (
-          select u.*, pg_column_size(u.payload) as stored_bytes from (
-            (select ${RAW} from outbox where ${PENDING} order by seq limit $1)
-            union all
-            (select ${RAW} from outbox
-              where published_at is null and next_attempt_at <= now()
-                and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
-              order by next_attempt_at limit $1)
-          ) u
-          order by u.seq
-          limit $1
-        ) w
+        select u.*, pg_column_size(u.payload) as stored_bytes, sum(pg_column_size(u.payload)) over (order by u.seq) as upto from (
+          (select ${RAW} from outbox where ${PENDING} order by seq limit $1)
+          union all
+          (select ${RAW} from outbox
+            where published_at is null and next_attempt_at <= now()
+              and seq <> all($2::bigint[]) and seq <> all($3::bigint[])
+            order by next_attempt_at limit $1)
+        ) u
+        order by u.seq
+        limit $1
       ) b
       where b.upto - b.stored_bytes < $7
     ) due on true
