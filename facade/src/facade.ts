@@ -578,11 +578,10 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     req.push(null); // no body; the parser, which would end the request, let go of it
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
+    // Left attached: the socket's close is what emits the response's 'close', on which the
+    // handler releases the table lease and records the request.
     res.assignSocket(socket as Socket);
-    res.once('finish', () => {
-      res.detachSocket(socket as Socket);
-      socket.end();
-    });
+    res.once('finish', () => socket.end());
     handler(req, res);
   }
 

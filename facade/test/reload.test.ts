@@ -106,6 +106,8 @@ describe('a route file reached through symbolic links (a Kubernetes ConfigMap vo
     await symlink('..data/routes.yaml', path.join(dir, 'routes.yaml'));
     const file = path.join(dir, 'routes.yaml');
     const f = await startFacade({ routesFile: file, watchDebounceMs: 20 });
+    // Reloads that found the file unchanged, from the metrics.
+    const unchanged = async () => Number(/strangler_facade_route_table_reloads_total\{source="file",result="unchanged"[^}]*\} (\d+)/.exec(await f.facade.metrics.registry.metrics())?.[1] ?? 0);
     const who = async () => json(await request(`${f.url}/api/notifications/1`)).upstream;
     expect(await who()).toBe('monolith');
 
@@ -119,5 +121,12 @@ describe('a route file reached through symbolic links (a Kubernetes ConfigMap vo
     expect((await lstat(file)).isSymbolicLink()).toBe(true);
     expect(await readFile(path.join(dir, '..2026_11_25_02', 'routes.yaml'), 'utf8')).toContain('serve: monolith');
     expect(await who()).toBe('monolith');
+    // Reloading takes the file's lock, a file in the same folder: that must not count as a change,
+    // or every reload would start another.
+    await f.facade.reload({ source: 'file' });
+    await new Promise((r) => setTimeout(r, 200));
+    const before = await unchanged();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await unchanged()).toBe(before);
   });
 });

@@ -91,9 +91,15 @@ describe('request targets and framing', () => {
   it('answers a request asking to upgrade to h2c as plain HTTP/1.1, and refuses one with a body', async () => {
     reset();
     const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n';
+    const served = async () => Number(/strangler_facade_requests_total\{route="notifications\.get",upstream="service",side="serve",code="200"[^}]*\} (\d+)/.exec(await f.facade.metrics.registry.metrics())?.[1] ?? 0);
+    const servedBefore = await served();
     const get = await raw(port, `GET /api/notifications/9 HTTP/1.1\r\nHost: x\r\n${h2c}\r\n`);
     expect(statusLine(get)).toBe('HTTP/1.1 200 OK');
     expect(get).toContain('"upstream":"service"');
+    // Recorded and released like any request: counted once, and the in-flight gauge back at 0.
+    const metrics = await f.facade.metrics.registry.metrics();
+    expect(metrics).toMatch(/strangler_facade_inflight_requests(\{[^}]*\})? 0\n/);
+    expect(await served()).toBe(servedBefore + 1);
     const forwarded = service.requests.at(-1)!.headers;
     expect(forwarded).not.toHaveProperty('upgrade');
     expect(forwarded).not.toHaveProperty('http2-settings');

@@ -218,10 +218,12 @@ describe('GET /api/orders/:id and GET /api/orders', () => {
     expect(res.status).toBe(400);
     expectValidationProblems(res.body, ['limit', 'cursor']);
     // A cursor of the right shape whose timestamp only Date.parse would take ("1": year 2001).
-    const loose = Buffer.from(JSON.stringify(['1', randomUUID()])).toString('base64url');
-    const looseRes = await request(app).get('/api/orders').query({ cursor: loose }).set(user.auth);
-    expect(looseRes.status).toBe(400);
-    expectValidationProblems(looseRes.body, ['cursor']);
+    for (const createdAt of ['1', '2024-02-30T00:00:00.000Z']) {
+      const loose = Buffer.from(JSON.stringify([createdAt, randomUUID()])).toString('base64url');
+      const looseRes = await request(app).get('/api/orders').query({ cursor: loose }).set(user.auth);
+      expect(looseRes.status).toBe(400);
+      expectValidationProblems(looseRes.body, ['cursor']);
+    }
     const tooMany = await request(app).get('/api/orders').query({ limit: 101 }).set(user.auth);
     expectValidationProblems(tooMany.body, ['limit']);
   });

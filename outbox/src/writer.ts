@@ -30,6 +30,12 @@ const EVENT_TYPE = /^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$/;
 
 /** Payloads within this of the body limit get the relay's exact check (appendEvent). */
 const NEAR_LIMIT_BYTES = 128 * 1024;
+/**
+ * The most a JSON text grows in bytes when Postgres prints it back as jsonb: a number in exponent
+ * form prints in full (`1e308`, 5 characters, as 309 digits). So payloads over ~260 kB of text
+ * get the exact check, and no smaller one can reach the limit.
+ */
+const MAX_JSONB_GROWTH = 64;
 
 /**
  * Appends one event to the outbox inside the caller's transaction, so the business write and
@@ -67,7 +73,7 @@ export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promi
   // envelope and the writer's other headers, and the payload as Postgres prints jsonb (a space
   // after every ':' and ','), any of which may take it over where JSON.stringify's text fits.
   let whole: string | null = null;
-  if (!problem && payload.length * 3 > MAX_BODY_BYTES - NEAR_LIMIT_BYTES) {
+  if (!problem && payload.length * MAX_JSONB_GROWTH > MAX_BODY_BYTES - NEAR_LIMIT_BYTES) {
     const { rows } = await trx.raw<{ rows: Array<{ text: string }> }>('select ?::jsonb::text as text', [payload]);
     const row = { id, seq: 0, aggregate_type: event.aggregateType, aggregate_id: event.aggregateId, aggregate_version: event.aggregateVersion, event_type: event.eventType, payload: rows[0]!.text, headers, created_at: new Date() };
     whole = unpublishable(toMessage(row));

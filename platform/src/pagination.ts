@@ -12,8 +12,15 @@ export interface Cursor {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** The timestamps the API issues (Date#toISOString), not whatever Date.parse accepts ("1" is year 2001 to it, and not a timestamp to Postgres). */
-const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
+
+/**
+ * A timestamp the API issues (Date#toISOString), exactly: not whatever Date.parse accepts ("1"
+ * is the year 2001 to it, 2024-02-30 the 1st of March), which Postgres may refuse.
+ */
+function isIssuedTimestamp(text: string): boolean {
+  const date = new Date(text);
+  return !Number.isNaN(date.getTime()) && date.toISOString() === text;
+}
 
 /** Opaque keyset cursor: base64url of `[createdAt, id]` of the last item of the previous page. */
 export const encodeCursor = (c: Cursor): string => Buffer.from(JSON.stringify([c.createdAt, c.id])).toString('base64url');
@@ -24,7 +31,7 @@ export function decodeCursor(text: string): Cursor | null {
     const value: unknown = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
     if (!Array.isArray(value) || value.length !== 2) return null;
     const [createdAt, id] = value as unknown[];
-    if (typeof createdAt !== 'string' || !ISO_TIMESTAMP.test(createdAt) || Number.isNaN(Date.parse(createdAt)) || typeof id !== 'string' || !UUID.test(id)) return null;
+    if (typeof createdAt !== 'string' || !isIssuedTimestamp(createdAt) || typeof id !== 'string' || !UUID.test(id)) return null;
     return { createdAt, id };
   } catch {
     return null;

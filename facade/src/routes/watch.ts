@@ -1,4 +1,4 @@
-import { realpathSync, watch, type FSWatcher } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -8,20 +8,30 @@ import path from 'node:path';
  *
  * A file reached through a symbolic link (a Kubernetes ConfigMap volume: `routes.yaml` ->
  * `..data/routes.yaml`, where an update swaps the `..data` link) changes without an event for
- * its own name: then any event in its folder, or in the folder of the file the link resolves
- * to, counts, and the caller's reload finds out whether the content changed.
+ * its own name: then events for the link's first step (`..data`) count too, and those for the
+ * file the link resolves to in its own folder; the caller's reload finds out whether the
+ * content changed.
  */
 export function watchFile(file: string, onChange: () => void, { debounceMs = 100, onError }: { debounceMs?: number; onError?: (err: Error) => void } = {}): () => void {
   const resolved = path.resolve(file);
   const dir = path.dirname(resolved);
   const base = path.basename(file);
-  let real: string | null = null;
+  // Names whose events count: the file's own, and for a symbolic link the first step of where it
+  // points when that is in the same folder (`..data`), and the resolved file's name in its own
+  // folder. Not every event in the folder: the lock and temporary files of a reload are events too.
+  const names = new Set([base]);
+  let target: { dir: string; name: string } | null = null;
   try {
-    real = realpathSync(resolved);
+    if (lstatSync(resolved).isSymbolicLink()) {
+      const link = readlinkSync(resolved);
+      const first = path.isAbsolute(link) ? null : link.split(path.sep)[0];
+      if (first && first !== '.' && first !== '..') names.add(first);
+      const real = realpathSync(resolved);
+      target = { dir: path.dirname(real), name: path.basename(real) };
+    }
   } catch {
     // not there yet: watched by name
   }
-  const linked = real !== null && real !== resolved;
   let timer: NodeJS.Timeout | null = null;
   const changed = () => {
     if (timer) clearTimeout(timer);
@@ -32,18 +42,21 @@ export function watchFile(file: string, onChange: () => void, { debounceMs = 100
   };
   const watchers: FSWatcher[] = [];
   const main = watch(dir, { persistent: false }, (_event, name) => {
-    if (!linked && name !== null && name.toString() !== base) return;
+    if (name !== null && !names.has(name.toString())) return;
     changed();
   });
   main.on('error', (err) => onError?.(err));
   watchers.push(main);
-  if (linked && path.dirname(real!) !== dir) {
+  if (target && target.dir !== dir) {
+    const { name: targetName } = target;
     try {
       // The folder of the link's target may go away when the link is swapped (ConfigMap): the
       // main folder's events still come.
-      const target = watch(path.dirname(real!), { persistent: false }, changed);
-      target.on('error', () => target.close());
-      watchers.push(target);
+      const other = watch(target.dir, { persistent: false }, (_event, name) => {
+        if (name === null || name.toString() === targetName) changed();
+      });
+      other.on('error', () => other.close());
+      watchers.push(other);
     } catch {
       // unreadable: the main folder's events still come
     }
