@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { AuditLog, fileOwner } from './admin/audit.ts';
+import { AuditLog, defaultAuditFile, fileOwner } from './admin/audit.ts';
 import { applyRoutePatch, writeFileAtomic } from './routes/edit.ts';
 import { formatOf, parseRouteTable, RouteTableError, type LoadedTable } from './routes/load.ts';
 import { withRouteFileLock } from './routes/lock.ts';
@@ -100,7 +100,7 @@ export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: st
 async function flipFile(file: string, auditFile: string | undefined, routeId: string, patch: RoutePatch, who: string, why: string): Promise<FlipResult> {
   return withRouteFileLock(file, async () => {
     const text = await readFile(file, 'utf8');
-    const audit = new AuditLog(auditFile ?? `${file.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`);
+    const audit = new AuditLog(auditFile ?? defaultAuditFile(file));
     // A hand edit the facade has not loaded yet would be audited by nobody once this flip's
     // entry, with the new file's hash, is the newest: audit it first, as the facade would.
     let found: LoadedTable | null = null;
@@ -116,14 +116,17 @@ async function flipFile(file: string, auditFile: string | undefined, routeId: st
       edit = applyRoutePatch(text, formatOf(file), routeId, patch, file);
     } catch (err) {
       if (err instanceof RouteTableError) throw new ControlUsageError(`That flip would make ${file} invalid; nothing was changed:\n${err.problems.map((p) => `  - ${p}`).join('\n')}`);
+      // No such route: the caller's to fix, as through the admin API.
+      if ((err as { code?: unknown }).code === 'ROUTE_NOT_FOUND') throw new ControlUsageError((err as Error).message);
       throw err;
     }
     const result = { via: 'file' as const, before: edit.before, after: edit.after, changed: edit.changed, implied: edit.implied };
-    if (!edit.changed) return { ...result, audited: true };
+    const caughtUpError = caughtUp ? `${audit.file}: an earlier hand edit could not be audited: ${caughtUp}` : undefined;
+    if (!edit.changed) return caughtUpError ? { ...result, audited: false, auditError: caughtUpError } : { ...result, audited: true };
     await writeFileAtomic(file, edit.loaded.text);
     try {
       await audit.record([{ at: new Date().toISOString(), who, source: 'file', routeId, before: edit.before, after: edit.after, why, tableHash: edit.loaded.hash }], edit.loaded);
-      return caughtUp ? { ...result, audited: false, auditError: `${audit.file}: an earlier hand edit could not be audited: ${caughtUp}` } : { ...result, audited: true };
+      return caughtUpError ? { ...result, audited: false, auditError: caughtUpError } : { ...result, audited: true };
     } catch (err) {
       return { ...result, audited: false, auditError: `${audit.file}: ${(err as Error).message}` };
     }

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import { createLogger, createRegistry, startSpan, tracingEnabled, type AppError, type Logger, type Registry, type SpanHandle } from '@strangler/platform';
-import { AuditLog, diffTables, fileOwner, type AuditSource } from './admin/audit.ts';
+import { AuditLog, defaultAuditFile, diffTables, fileOwner, type AuditSource } from './admin/audit.ts';
 import { tokenChecker } from './admin/token.ts';
 import { hasBody, readBodyBounded } from './body.ts';
 import { CLIENT_GONE, DEFAULT_BREAKER, breakerState, type BreakerSettings, type BreakerState } from './breakers.ts';
@@ -225,7 +225,7 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   });
   const replayLimit = options.replayBodyBytes ?? 1024 * 1024;
   const routesFile = options.routesFile ? path.resolve(options.routesFile) : null;
-  const auditFile = options.auditFile ?? (routesFile ? routesFile.replace(/\.(ya?ml|json)$/i, '') + '.audit.jsonl' : null);
+  const auditFile = options.auditFile ?? (routesFile ? defaultAuditFile(routesFile) : null);
   const audit = auditFile ? new AuditLog(auditFile) : null;
   const checkToken = options.adminToken ? tokenChecker(options.adminToken) : () => false;
 
@@ -235,7 +235,10 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   else throw new Error('createFacade needs routesFile or routesText');
   if (audit && routesFile) {
     try {
-      await audit.catchUp(loaded, await fileOwner(routesFile), 'route file changed while the facade was not running');
+      // Under the file's lock, like any other writer of the log: a flip --routes running now
+      // would otherwise audit the same edit too.
+      const file = routesFile;
+      await withRouteFileLock(file, async () => audit.catchUp(await loadRouteTableFile(file), await fileOwner(file), 'route file changed while the facade was not running'), { waitMs: 5_000, onTimeout: 'proceed' });
     } catch (err) {
       logger.error({ err, audit: audit.file }, 'could not audit the changes made to the route file while the facade was not running');
     }

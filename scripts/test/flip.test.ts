@@ -93,5 +93,7 @@ describe('strangler flip through the runbook (MIGRATION.md 6 to 8)', () => {
     await expect(run({ shadow: 'monolith', why: 'oops', routes })).rejects.toThrow(UsageError);
     await expect(run({ shadow: 'monolith', why: 'oops', routes })).rejects.toThrow(/That flip would make .* invalid; nothing was changed/);
     expect(await readFile(routes, 'utf8')).toBe(before);
+    // So is a route that does not exist.
+    await expect(flip.run({ positionals: ['no.such.route'], values: { serve: 'monolith', why: 'oops', routes } })).rejects.toThrow(UsageError);
   });
 });

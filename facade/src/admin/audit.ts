@@ -67,7 +67,7 @@ export class AuditLog {
   }
 
   private async keep(table: Pick<LoadedTable, 'text' | 'hash' | 'format'>): Promise<void> {
-    await writeFileAtomic(this.snapshotFile, `${JSON.stringify({ hash: table.hash, format: table.format, text: table.text })}\n`);
+    await writeFileAtomic(this.snapshotFile, `${JSON.stringify({ hash: table.hash, format: table.format, text: table.text })}\n`, 0o640);
   }
 
   private async snapshot(): Promise<{ hash: string; format: TableFormat; text: string } | null> {
@@ -151,6 +151,9 @@ export function diffTables(before: unknown, after: unknown): Array<Pick<AuditEnt
   if (stableStringify(shared(a)) !== stableStringify(shared(b))) out.push({ routeId: null, before: shared(a), after: shared(b) });
   return out;
 }
+
+/** Where the audit log of `routesFile` goes unless told otherwise: `routes.yaml` -> `routes.audit.jsonl`. */
+export const defaultAuditFile = (routesFile: string): string => `${routesFile.replace(/\.(ya?ml|json)$/i, '')}.audit.jsonl`;
 
 /** Who to name for a change found in the file: its owner, as far as the file tells. */
 export async function fileOwner(file: string): Promise<string> {

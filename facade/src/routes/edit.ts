@@ -103,7 +103,7 @@ function stripNulls(v: Record<string, unknown>): Record<string, unknown> {
  * crash.
  * Readers see the old content or the new, never a mix; a failure leaves the old file untouched.
  */
-export async function writeFileAtomic(given: string, text: string): Promise<void> {
+export async function writeFileAtomic(given: string, text: string, newFileMode = 0o644): Promise<void> {
   // Through a symbolic link, the file it resolves to is the one replaced: renaming over the link
   // itself would turn it into a plain file, cut off from what the link pointed at.
   const file = await realpath(given).catch(() => given);
@@ -115,7 +115,7 @@ export async function writeFileAtomic(given: string, text: string): Promise<void
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const handle = await open(tmp, 'wx', existing ? existing.mode & 0o7777 : 0o644);
+  const handle = await open(tmp, 'wx', existing ? existing.mode & 0o7777 : newFileMode);
   try {
     try {
       await handle.writeFile(text, 'utf8');

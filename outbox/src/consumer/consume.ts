@@ -25,7 +25,7 @@ import { pruneInbox } from './inbox.ts';
 import { sendCopy } from './retry.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 import { AckWindow } from './ack-window.ts';
-import { consumerQueues, declareConsumerTopology, retryDelays, type RetryPolicy } from './topology.ts';
+import { consumerQueues, declareConsumerTopology, DEFAULT_RETRY, retryDelays, type RetryPolicy } from './topology.ts';
 
 export interface ConsumeOptions {
   /**
@@ -186,9 +186,10 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   whole('prefetch', prefetch, 1, 65_535, 'unacknowledged messages at once');
   whole('concurrency', concurrency, 1, 1_000, 'transactions at once');
   whole('batchSize', batchSize, 1, 10_000, 'messages per transaction');
-  whole('retry.maxAttempts', retry.maxAttempts ?? 8, 1, 100, 'failed deliveries before a message is parked');
-  whole('retry.baseMs', retry.baseMs ?? 1_000, 1, MAX_TIMER_MS, 'ms of the first retry delay');
-  whole('retry.maxMs', retry.maxMs ?? 60_000, retry.baseMs ?? 1_000, MAX_TIMER_MS, 'ms, the cap of any retry delay, at least retry.baseMs');
+  const policy = { ...DEFAULT_RETRY, ...retry };
+  whole('retry.maxAttempts', policy.maxAttempts, 1, 100, 'failed deliveries before a message is parked');
+  whole('retry.baseMs', policy.baseMs, 1, MAX_TIMER_MS, 'ms of the first retry delay');
+  whole('retry.maxMs', policy.maxMs, policy.baseMs, MAX_TIMER_MS, 'ms, the cap of any retry delay, at least retry.baseMs');
   for (const [key, value] of Object.entries({ transactionTimeoutMs, inboxPruneIntervalMs })) {
     if (!(Number.isInteger(value) && value > 0 && value <= MAX_TIMER_MS)) throw new Error(`consume(${name}): ${key} (${value}) must be a whole number of ms above 0 and at most ${MAX_TIMER_MS}.`);
   }

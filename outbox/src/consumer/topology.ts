@@ -33,7 +33,9 @@ export interface RetryPolicy {
  * long enough to ride out a deploy or a missing predecessor event, short enough that a poison
  * message is in front of an engineer the same hour.
  */
-export function retryDelays({ maxAttempts = 8, baseMs = 1_000, maxMs = 60_000 }: RetryPolicy = {}): number[] {
+export const DEFAULT_RETRY = { maxAttempts: 8, baseMs: 1_000, maxMs: 60_000 } as const;
+
+export function retryDelays({ maxAttempts = DEFAULT_RETRY.maxAttempts, baseMs = DEFAULT_RETRY.baseMs, maxMs = DEFAULT_RETRY.maxMs }: RetryPolicy = {}): number[] {
   return Array.from({ length: Math.max(0, maxAttempts - 1) }, (_, i) => Math.min(maxMs, baseMs * 2 ** i));
 }
 

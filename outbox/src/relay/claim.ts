@@ -37,10 +37,13 @@ const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event
   (last_error like '${REFUSED_BY_BROKER}:%') is true as refused_before, stored_bytes`;
 
 /**
- * Most bytes of payload, as stored (pg_column_size: compressed when Postgres compressed it), one
- * claim takes beyond its first row. A row count alone let a backlog of large events (the writer
- * takes up to 16 MiB each) make every claim run past the lease session's statement timeout or
- * the relay out of memory, every time again: nothing, not even later small events, was published.
+ * Bytes of payload, as stored (pg_column_size: compressed when Postgres compressed it), after
+ * which a claim takes no further row: it ends with the row that reaches this, or with its first
+ * row, however large. A row count alone let a backlog of large events (the writer takes up to 16
+ * MiB each) make every claim run past the lease session's statement timeout or the relay out of
+ * memory, every time again: nothing, not even later small events, was published. Stored bytes
+ * are what Postgres can count without reading the payloads; a payload it compressed well takes
+ * more memory than it counts for here.
  */
 export const CLAIM_MAX_STORED_BYTES = 2 * 1024 * 1024;
 const PENDING = `published_at is null and next_attempt_at is null and seq >= $4
@@ -55,8 +58,7 @@ export const CLAIM_SQL = `
   select meta.high, meta.xid, meta.matured, meta.lowest, due.*
     from meta left join (
       -- Payloads are selected raw, so a large one stays in TOAST until the text conversion of a
-      -- row that survives the byte budget ($7): the rows after the first whose stored payloads,
-      -- with those before them, stay under it.
+      -- row the byte budget ($7) keeps: each row whose predecessors' stored payloads are under it.
       select ${COLUMNS} from (
         select u.*, pg_column_size(u.payload) as stored_bytes, sum(pg_column_size(u.payload)) over (order by u.seq) as upto from (
           (select ${RAW} from outbox where ${PENDING} order by seq limit $1)

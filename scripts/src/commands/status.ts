@@ -119,7 +119,7 @@ export const command: Command = {
     if (!(timeoutSeconds > 0 && timeoutSeconds <= 300)) throw new UsageError('--timeout takes a number of seconds above 0, at most 300.');
     const timeoutMs = Math.round(timeoutSeconds * 1_000);
     const dbs = Object.values(databases());
-    const consumers = [...new Set(Object.values(extractions).flatMap((e) => e.consumers(process.env)))];
+    const consumers = [...new Set((await Promise.all(Object.values(extractions).map((e) => e.consumers(process.env)))).flat())];
     let queues: QueueStatus[] = [];
     let brokerError: string | undefined;
     const [results] = await Promise.all([

@@ -15,7 +15,7 @@ export interface Extraction {
    * Consumer names (queues `<name>.events`, `<name>.dead`) that keep the two sides in step, as
    * the processes name them from this environment.
    */
-  consumers(env: Record<string, string | undefined>): string[];
+  consumers(env: Record<string, string | undefined>): Promise<string[]>;
   /**
    * Runs before the backfill takes its snapshot: declares and binds the service's consumer
    * queue, so every change committed after the snapshot waits in the queue (no gap). `npm start`

@@ -1,5 +1,4 @@
-import { NOTIFICATION_QUEUE } from '@strangler/notification';
-import { syncQueueName } from '@strangler/monolith';
+import { loadConfig } from '@strangler/platform';
 import type { Extraction } from './index.ts';
 
 /**
@@ -11,7 +10,12 @@ export const notification: Extraction = {
   database: (dbs) => dbs.notification,
   // The service's consumer of monolith events, and the monolith's consumer of the service's,
   // named as the processes name them (NOTIFICATION_QUEUE, SYNC_QUEUE_PREFIX).
-  consumers: (env) => [env.NOTIFICATION_QUEUE || NOTIFICATION_QUEUE, syncQueueName({ SYNC_QUEUE_PREFIX: env.SYNC_QUEUE_PREFIX })],
+  // Loaded on demand, like prepare's: the CLI's other commands do not need these packages.
+  async consumers(env) {
+    const [{ notificationEnv }, { syncEnv, syncQueueName }] = await Promise.all([import('@strangler/notification'), import('@strangler/monolith')]);
+    const { NOTIFICATION_QUEUE } = loadConfig({ NOTIFICATION_QUEUE: notificationEnv.NOTIFICATION_QUEUE }, env);
+    return [NOTIFICATION_QUEUE, syncQueueName(loadConfig({ SYNC_QUEUE_PREFIX: syncEnv.SYNC_QUEUE_PREFIX }, env))];
+  },
   // Binds `notification.events` (AMQP_URL, EVENTS_EXCHANGE, NOTIFICATION_QUEUE as the service reads
   // them) before the snapshot, so every change committed after it waits in the queue.
   async prepare(env) {
