@@ -81,6 +81,8 @@ export function tracingEndpoint(env: NodeJS.ProcessEnv = process.env): string | 
  * it (see tracingEndpoint; a malformed setting throws, saying what to fix). Returns the shutdown
  * step, which exports what is left: give it to onShutdown. Export failures are logged, at most
  * one a minute; spans that could not be exported are dropped, never retried without bound.
+ * `env` decides whether and where to export (tests pass their own); the SDK reads the other
+ * OTEL_* settings (sampler, service name, batching) from the process environment.
  */
 export function startTracing(serviceName: string, logger: Logger, env: NodeJS.ProcessEnv = process.env): () => Promise<void> {
   const url = tracingEndpoint(env);
