@@ -182,11 +182,9 @@ export interface Facade extends EventEmitter {
   /**
    * Applies a merge patch to one route, validated like the file, written back atomically (under
    * the file's write lock), then applied and audited. `audited` is false when the change is in
-   * effect but the audit log could not be written (logged as an error).
-   */
-  /**
-   * `changed` is false when the route already was as asked (nothing written or audited);
-   * `implied` lists what a cut-over ended besides (routes/edit.ts, promote).
+   * effect but the audit log could not be written (logged as an error). `changed` is false when
+   * the route already was as asked (nothing written or audited); `implied` lists what a cut-over
+   * ended besides (routes/edit.ts, promote).
    */
   changeRoute(routeId: string, patch: RoutePatch, meta: ChangeMeta): Promise<{ before: unknown; after: unknown; changed: boolean; implied: string[]; generation: number; audited: boolean }>;
   routes(): Promise<RouteView[]>;
