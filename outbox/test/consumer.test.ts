@@ -120,6 +120,20 @@ describe('consume', () => {
     expect(parked[0]).toMatch(/The handler's versionOf returned "v1": return the entity's version as a whole number, or null when it does not exist here/);
   });
 
+  it('caps a batch by bytes as well as by count: large messages go a few to a transaction', async () => {
+    // Its queues declared, then nothing consuming: the messages wait together, 12 of 1.5 MiB.
+    const c = await start();
+    await Promise.all(consumers.splice(0).map((x) => x.stop()));
+    const sizes: number[] = [];
+    for (let i = 0; i < 12; i++) publish(`large-${i}`, 1, { payload: { blob: 'x'.repeat(1.5 * 1024 * 1024) } });
+    const again = await start({ queue: c.queue, prefetch: 20, batchSize: 200 });
+    again.events.on('consumer:batch:committed', ({ applied }) => sizes.push(applied.length));
+    await waitFor('all 12 applied', async () => (await applied()).length === 12, 20_000);
+    // 4 MiB reached at the third message: at most 3 to a transaction.
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(3);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(12);
+  });
+
   it('refuses options that would stop it consuming or park every message, before connecting', async () => {
     const cases: Array<[Partial<ConsumeOptions>, RegExp]> = [
       [{ concurrency: 0 }, /concurrency \(0\) must be a whole number from 1 to 1000/],

@@ -50,7 +50,10 @@ export interface ConsumeOptions {
    * otherwise messages wait for the running one and go together in the next batch.
    */
   concurrency?: number;
-  /** Most messages applied in one transaction (each batch takes every message waiting, up to this). Default 200. */
+  /**
+   * Most messages applied in one transaction (each batch takes every message waiting, up to this,
+   * and up to 4 MiB of message bodies, at least one message). Default 200.
+   */
   batchSize?: number;
   /** Delay-queue retries before a message is parked in `<queue>.dead`. */
   retry?: RetryPolicy;
@@ -130,6 +133,12 @@ interface Delivery {
 // as a failed delivery too: it is this batch's, not the database's, and retried in place for
 // ever it would hold its batch and everything acked behind it.
 const CONTENTION_CODES = new Set(['40001', '40P01']);
+/**
+ * Message bytes after which a batch takes no further message (it ends with the one that reaches
+ * this, or with its first): `batchSize` counts messages, and 200 events of the 16 MiB the relay
+ * publishes would be gigabytes in one transaction.
+ */
+const BATCH_MAX_BYTES = 4 * 1024 * 1024;
 const MAX_CONTENTION_RETRIES = 5;
 const MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS = 3;
 const DB_PROBE_TIMEOUT_MS = 5_000;
@@ -331,10 +340,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       const skipped = new Set<string>();
       const batch: Delivery[] = [];
       const rest: Delivery[] = [];
+      let bytes = 0;
       const gen = pending.find((d) => !busy.has(d.key))?.gen;
       for (const d of pending) {
-        if (batch.length < batchSize && d.gen === gen && !busy.has(d.key) && !skipped.has(d.key)) {
+        if (batch.length < batchSize && bytes < BATCH_MAX_BYTES && d.gen === gen && !busy.has(d.key) && !skipped.has(d.key)) {
           batch.push(d);
+          bytes += d.msg.content.length;
         } else {
           skipped.add(d.key);
           rest.push(d);
@@ -342,7 +353,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       }
       if (!batch.length) return; // every pending aggregate is held: the running transactions call dispatch again
       // The batch is in arrival order: its first message is its oldest.
-      if (running.size && batch.length < batchSize && waitForRunning(batch[0]!.at)) return;
+      if (running.size && batch.length < batchSize && bytes < BATCH_MAX_BYTES && waitForRunning(batch[0]!.at)) return;
       pending = rest;
       const keys = new Set(batch.map((d) => d.key));
       for (const k of keys) busy.add(k);
