@@ -663,7 +663,12 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
     mismatches: (opts?: { routeId?: string; limit?: number }) => recorder.list(opts),
     isReady: () => !closing,
     closeUpgraded: () => {
-      for (const socket of upgraded) socket.destroy();
+      for (const socket of upgraded) {
+        // With an error: the proxy ends the upstream side of a WebSocket on its client side's
+        // 'error' (a plain destroy emits neither 'end' nor 'error', and the upstream stays open).
+        socket.once('error', () => {});
+        socket.destroy(new Error('the facade is shutting down'));
+      }
     },
     markStopping: () => {
       closing = true;

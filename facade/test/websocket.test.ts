@@ -18,7 +18,7 @@ async function wsUpstream(name: string) {
     for (const c of wss.clients) c.terminate();
     wss.close();
   });
-  return Object.assign(up, { handshakes });
+  return Object.assign(up, { handshakes, wss });
 }
 
 function connect(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
@@ -107,9 +107,13 @@ describe('shutdown with WebSockets open', () => {
     const ws = await connect(`${running.main.url.replace('http', 'ws')}/live`);
     expect(await roundTrip(ws, 'hi')).toBe('monolith:hi');
     const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    const upstreamSide = [...up.wss.clients][0]!;
+    const upstreamClosed = new Promise<void>((resolve) => upstreamSide.once('close', () => resolve()));
     const started = performance.now();
     await running.close(300);
     expect(performance.now() - started).toBeLessThan(3_000);
     expect(await closed).toBe(1006); // dropped, not closed by a handshake: the client reconnects elsewhere
+    // The upstream's side is closed too, not left open until it times out.
+    await Promise.race([upstreamClosed, new Promise((_, reject) => setTimeout(() => reject(new Error('the upstream side of the WebSocket is still open after 3 s')), 3_000))]);
   });
 });
