@@ -1,5 +1,3 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   AppError,
@@ -7,19 +5,17 @@ import {
   bindGrpcServer,
   currentContext,
   grpc,
-  loadProto,
   runWithContext,
   shutdownGrpcServer,
   unary,
 } from '../src/index.ts';
+import { echoProto } from './fixtures/echo.ts';
 
-type EchoPackage = { echo: { Echo: grpc.ServiceClientConstructor } };
-const proto = loadProto(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/echo.proto')) as unknown as EchoPackage;
 let calls = 0;
 
 async function startServer(port = 0) {
   const server = new grpc.Server();
-  server.addService(proto.echo.Echo.service, {
+  server.addService(echoProto.echo.Echo.service, {
     say: unary(async (req: { message: string; failWith: string; delayMs: number }) => {
       calls++;
       if (req.delayMs) await new Promise((r) => setTimeout(r, req.delayMs));
@@ -35,7 +31,7 @@ const first = await startServer();
 afterAll(() => shutdownGrpcServer(first.server, 100));
 
 const newClient = (port: number, opts = {}) => {
-  const client = new ResilientGrpcClient(new proto.echo.Echo(`127.0.0.1:${port}`, grpc.credentials.createInsecure()), 'echo', opts, { resetTimeout: 60_000 });
+  const client = new ResilientGrpcClient(new echoProto.echo.Echo(`127.0.0.1:${port}`, grpc.credentials.createInsecure()), 'echo', opts, { resetTimeout: 60_000 });
   afterAll(() => client.close());
   return client;
 };

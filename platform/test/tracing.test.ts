@@ -1,5 +1,3 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import express from 'express';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
@@ -11,7 +9,6 @@ import {
   errorHandler,
   flushTracing,
   grpc,
-  loadProto,
   requestContext,
   shutdownGrpcServer,
   startSpan,
@@ -20,15 +17,14 @@ import {
   tracingEndpoint,
   unary,
 } from '../src/index.ts';
+import { echoProto } from './fixtures/echo.ts';
 import { startOtlpCollector, startServer, type CollectedSpan } from '../src/testing/index.ts';
 
-type EchoPackage = { echo: { Echo: grpc.ServiceClientConstructor } };
-const proto = loadProto(path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures/echo.proto')) as unknown as EchoPackage;
 const logger = createLogger('tracing-test');
 
 // The gRPC server echoes the traceparent it runs under; failWith raises a coded error of that status.
 const server = new grpc.Server();
-server.addService(proto.echo.Echo.service, {
+server.addService(echoProto.echo.Echo.service, {
   say: unary(async (req: { message: string; failWith: string }) => {
     if (req.failWith) throw new AppError('ECHO_REFUSED', Number(req.failWith), 'refused');
     return { message: currentContext()?.traceparent ?? '', requestId: currentContext()?.requestId ?? '' };
@@ -36,7 +32,7 @@ server.addService(proto.echo.Echo.service, {
 });
 const grpcPort = await bindGrpcServer(server, 0);
 afterAll(() => shutdownGrpcServer(server, 100));
-const client = new ResilientGrpcClient(new proto.echo.Echo(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure()), 'echo', { attempts: 1 });
+const client = new ResilientGrpcClient(new echoProto.echo.Echo(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure()), 'echo', { attempts: 1 });
 afterAll(() => client.close());
 
 // An HTTP service that calls the gRPC one: GET /hello/:name answers with both traceparents.
