@@ -228,19 +228,23 @@ export async function createFacade(options: FacadeOptions): Promise<Facade> {
   const checkToken = options.adminToken ? tokenChecker(options.adminToken) : () => false;
 
   let loaded: LoadedTable;
-  if (routesFile) loaded = await loadRouteTableFile(routesFile);
-  else if (options.routesText !== undefined) loaded = parseRouteTable(options.routesText, options.routesFormat ?? 'yaml', 'routesText');
+  if (routesFile) {
+    // Loaded under the file's lock, as every later load is, and its changes made while no
+    // facade ran audited under it too: a flip --routes running now would otherwise audit them as well.
+    const file = routesFile;
+    loaded = await withRouteFileLock(
+      file,
+      async () => {
+        const table = await loadRouteTableFile(file);
+        await audit?.catchUp(table, await fileOwner(file), 'route file changed while the facade was not running').catch((err: unknown) => {
+          logger.error({ err, audit: audit.file }, 'could not audit the changes made to the route file while the facade was not running');
+        });
+        return table;
+      },
+      { waitMs: 5_000, onTimeout: 'proceed' },
+    );
+  } else if (options.routesText !== undefined) loaded = parseRouteTable(options.routesText, options.routesFormat ?? 'yaml', 'routesText');
   else throw new Error('createFacade needs routesFile or routesText');
-  if (audit && routesFile) {
-    try {
-      // Under the file's lock, like any other writer of the log: a flip --routes running now
-      // would otherwise audit the same edit too.
-      const file = routesFile;
-      await withRouteFileLock(file, async () => audit.catchUp(await loadRouteTableFile(file), await fileOwner(file), 'route file changed while the facade was not running'), { waitMs: 5_000, onTimeout: 'proceed' });
-    } catch (err) {
-      logger.error({ err, audit: audit.file }, 'could not audit the changes made to the route file while the facade was not running');
-    }
-  }
   let generation = 1;
   let current = compileTable(loaded, upstreams, generation);
   metrics.reloads.labels('start', 'applied').inc();

@@ -20,8 +20,10 @@ export function requestContext(): RequestHandler {
   return (req, res, next) => {
     const incoming = req.get(REQUEST_ID_HEADER);
     const requestId = incoming && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : newRequestId();
-    const span = startSpan(req.method, 'server', req.get('traceparent'), { 'http.request.method': req.method, 'url.path': req.path });
-    if (tracingEnabled()) {
+    const traced = tracingEnabled();
+    // The attributes only for a span that records them: req.path parses the URL.
+    const span = startSpan(req.method, 'server', req.get('traceparent'), traced ? { 'http.request.method': req.method, 'url.path': req.path } : undefined);
+    if (traced) {
       res.once('close', () => {
         // Named by the route pattern once routing found one ("GET /api/orders/:id"), as the metrics are.
         const route: unknown = req.route?.path;

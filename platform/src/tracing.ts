@@ -44,13 +44,10 @@ export interface SpanHandle {
   end(outcome?: { error?: unknown; failed?: string }): void;
 }
 
+const noop = (): void => {};
+
 /** The traceparent of a span that records nothing: the old behaviour, and the one with tracing off. */
-const untraced = (parent: string | undefined): SpanHandle => ({
-  traceparent: newTraceparent(parent),
-  rename() {},
-  setAttributes() {},
-  end() {},
-});
+const untraced = (parent: string | undefined): SpanHandle => ({ traceparent: newTraceparent(parent), rename: noop, setAttributes: noop, end: noop });
 
 /** Reads the tracing settings from the environment; null when spans are not to be exported. */
 export function tracingEndpoint(env: NodeJS.ProcessEnv = process.env): string | null {
