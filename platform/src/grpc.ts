@@ -41,7 +41,7 @@ export function unary<Req, Res>(handler: (request: Req, call: grpc.ServerUnaryCa
   return (call, callback) => {
     const requestId = String(call.metadata.get('x-request-id')[0] ?? '') || newRequestId();
     const parent = String(call.metadata.get('traceparent')[0] ?? '');
-    const span = startSpan(tracingEnabled() ? rpcName(call.getPath()) : 'grpc', 'server', parent, { 'rpc.system': 'grpc' });
+    const span = tracingEnabled() ? startSpan(rpcName(call.getPath()), 'server', parent, { 'rpc.system': 'grpc' }) : startSpan('grpc', 'server', parent);
     const ctx = { requestId, traceparent: span.traceparent };
     runWithContext(ctx, () => {
       handler(call.request, call).then(
