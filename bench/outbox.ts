@@ -15,6 +15,10 @@
  *   drifts over a minute, a ceiling measured once at the start says little about the end;
  * - p50Ms / p99Ms: commit-to-applied latency at a steady 500 events/s (latencyRatePerSec; after
  *   1 s at that rate, not recorded, for the pipeline to settle after the throughput rounds).
+ * - drain: the pipeline alone, BENCH_DRAIN_EVENTS events committed at once and drained with no
+ *   producer running: events/s and, on Linux with the services on this host, CPU µs per event of
+ *   the relay, the consumer, their Postgres backends and RabbitMQ. Steadier from run to run than
+ *   the ratio: what to compare when changing the relay or the consumer.
  *
  * The relay runs as `npm run relay` would (a child process), the consumer in another child
  * process, the producers here: three processes sharing the machine's cores with Postgres and
@@ -22,10 +26,11 @@
  * Bounded: about two minutes.
  *
  * Settings (environment): BENCH_CLIENTS (16; each opens two Postgres connections, and the run
- * refuses to start when max_connections leaves too few), BENCH_ROUNDS (5), BENCH_CEILING_SECONDS (3),
- * BENCH_THROUGHPUT_SECONDS (8), BENCH_LATENCY_SECONDS (30), BENCH_LATENCY_RATE (500 events/s:
- * the target's rate; others show how latency depends on load), BENCH_DEBUG=1 (where the time
- * goes, on stderr), BENCH_PROFILE_DIR (CPU profiles of the relay and the consumer).
+ * refuses to start when max_connections leaves too few), BENCH_ROUNDS (5), BENCH_CEILING_SECONDS
+ * (3), BENCH_THROUGHPUT_SECONDS (8), BENCH_LATENCY_SECONDS (30), BENCH_LATENCY_RATE (500 events/s:
+ * the target's rate; others show how latency depends on load), BENCH_DRAIN_EVENTS (40000; 0 skips
+ * the drain phase), BENCH_DEBUG=1 (where the time goes, on stderr), BENCH_PROFILE_DIR (CPU
+ * profiles of the relay and the consumer).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -64,12 +69,15 @@ const THROUGHPUT_WARMUP_SECONDS = 3;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 30);
 const LATENCY_RATE = Number(process.env.BENCH_LATENCY_RATE ?? 500);
 const LATENCY_SETTLE_SECONDS = 1;
+// The last phase (see drainPhase in main): events committed at once and drained with no producer running.
+const DRAIN_EVENTS = Number(process.env.BENCH_DRAIN_EVENTS ?? 40_000);
 
 if (!(Number.isInteger(CLIENTS) && CLIENTS >= 1 && CLIENTS <= 1_000)) throw new Error(`BENCH_CLIENTS="${process.env.BENCH_CLIENTS}": give a whole number of producing clients from 1 to 1000.`);
 if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) throw new Error(`BENCH_ROUNDS="${process.env.BENCH_ROUNDS}": give a whole number of rounds, 1 or more.`);
 if (!(THROUGHPUT_SECONDS >= THROUGHPUT_WARMUP_SECONDS + 1)) throw new Error(`BENCH_THROUGHPUT_SECONDS="${process.env.BENCH_THROUGHPUT_SECONDS}": give at least ${THROUGHPUT_WARMUP_SECONDS + 1} (the first ${THROUGHPUT_WARMUP_SECONDS} s of each round are warm-up).`);
 if (!(Number.isInteger(LATENCY_RATE) && LATENCY_RATE >= 1 && LATENCY_RATE <= 5_000)) throw new Error(`BENCH_LATENCY_RATE="${process.env.BENCH_LATENCY_RATE}": give a whole number of events per second from 1 to 5000.`);
 if (!(LATENCY_SECONDS * LATENCY_RATE >= 1)) throw new Error(`BENCH_LATENCY_SECONDS="${process.env.BENCH_LATENCY_SECONDS}": give a number of seconds above 0, long enough for one event at BENCH_LATENCY_RATE (${LATENCY_RATE}/s).`);
+if (!(Number.isInteger(DRAIN_EVENTS) && DRAIN_EVENTS >= 0 && DRAIN_EVENTS <= 1_000_000)) throw new Error(`BENCH_DRAIN_EVENTS="${process.env.BENCH_DRAIN_EVENTS}": give a whole number of events from 0 (no drain phase) to 1000000.`);
 if (!(CEILING_SECONDS > 0)) throw new Error(`BENCH_CEILING_SECONDS="${process.env.BENCH_CEILING_SECONDS}": give a number of seconds above 0.`);
 const env = loadConfig({ ...pgEnv, ...amqpEnv });
 const tag = process.env.BENCH_TAG ?? `bench_outbox_${process.pid}`;
@@ -83,8 +91,8 @@ const now = () => performance.timeOrigin + performance.now();
 // The consumer reports how many events it applied (and in how many transactions); the ids and
 // times of each only while the latency phase records them. The throughput rounds need counts
 // alone, and the bookkeeping of ~3,000 ids a second would take CPU from this process's producers.
-type ToParent = { type: 'ready' } | { type: 'recording' } | { type: 'applied'; count: number; batches: number; ids: string[]; at: number[]; rx: number[] };
-type ToChild = { type: 'record' };
+type ToParent = { type: 'ready' } | { type: 'recording'; on: boolean } | { type: 'applied'; count: number; batches: number; ids: string[]; at: number[]; rx: number[] };
+type ToChild = { type: 'record'; on: boolean };
 const debug = !!process.env.BENCH_DEBUG;
 // Postgres connections besides the producers' pools: the consumer's pool, and the relay's (its
 // leader session, its listener and a pool of two for readiness, metrics and retention).
@@ -157,8 +165,8 @@ async function consumerProcess() {
   }, 50);
   process.on('message', (m: ToChild) => {
     if (m.type !== 'record') return;
-    recording = true;
-    process.send!({ type: 'recording' } satisfies ToParent);
+    recording = m.on;
+    process.send!({ type: 'recording', on: m.on } satisfies ToParent);
   });
   process.send!({ type: 'ready' } satisfies ToParent);
   process.once('SIGTERM', async () => {
@@ -322,6 +330,16 @@ async function main() {
       }),
     );
     await Promise.race([ready, sleep(30_000).then(() => Promise.reject(new Error('the consumer did not start within 30 s')))]);
+    // The consumer reports each applied event's id and time only while it records (the latency phase).
+    const setRecording = (on: boolean) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the consumer did not ${on ? 'start' : 'stop'} recording within 30 s`)), 30_000);
+        onRecording = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        consumerChild.send({ type: 'record', on } satisfies ToChild);
+      });
     const producers = pool(producerDb, CLIENTS);
     await producers.raw('select 1');
     // Warm up relay and consumer (connections, prepared statements, JIT).
@@ -352,7 +370,7 @@ async function main() {
           out[g] += v - (before?.get(`${g}:${pid}`) ?? 0);
         }
       }
-      return { out, perPid };
+      return { out, perPid, brokerSeen: beam.length > 0 };
     };
     // 3. Rounds: the ceiling (plain commits, nothing relayed), then the pipeline (as fast as
     // CLIENTS clients commit, relay and consumer running) until its backlog drained.
@@ -407,14 +425,7 @@ async function main() {
     // first LATENCY_SETTLE_SECONDS at that rate are not recorded: the relay and the consumer
     // adapt their batching to the rate they see, and the throughput rounds just before left them
     // tuned for saturation.
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the consumer did not start recording within 30 s')), 30_000);
-      onRecording = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      consumerChild.send({ type: 'record' } satisfies ToChild);
-    });
+    await setRecording(true);
     const latencyCpuBefore = debug ? await accounts() : null;
     const committed = new Map<string, number>();
     const settleCount = LATENCY_SETTLE_SECONDS * LATENCY_RATE;
@@ -487,6 +498,39 @@ async function main() {
       console.error("applied per 100 ms during the last round's pipeline phase:", samples.map(([, n], i) => (i ? n - samples[i - 1]![1] : 0)).join(' '));
     }
 
+    // 5. The pipeline alone: DRAIN_EVENTS events committed in one statement (rows as appendEvent
+    // writes them), relayed and applied with no producer running. Its CPU per event, by process,
+    // moves far less from run to run than the ratio, which is the share of the machine the
+    // pipeline leaves the producers (README, "Measured here"): the figure to compare when
+    // changing the relay or the consumer. CPU is read from /proc (Linux, services on this host).
+    let drain: Record<string, unknown> | null = null;
+    if (DRAIN_EVENTS) {
+      await setRecording(false);
+      const before = await accounts();
+      const appliedBefore = appliedTotal;
+      const batchesBefore = appliedBatches;
+      await admin.raw(
+        `insert into outbox (id, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers)
+         select gen_random_uuid(), 'order', 'drain-' || g, 1, 'order.placed',
+                jsonb_build_object('id', 'drain-' || g, 'status', 'placed', 'totalCents', 2500, 'currency', 'EUR', 'items', ?::jsonb),
+                jsonb_build_object('origin', 'bench', 'schemaVersion', '1')
+           from generate_series(1, ?::int) g`,
+        [JSON.stringify([{ sku: 'SKU-1', quantity: 2, unitPriceCents: 1250 }]), DRAIN_EVENTS],
+      );
+      const start = now();
+      await waitUntil(() => appliedTotal - appliedBefore >= DRAIN_EVENTS, 120_000, `the ${DRAIN_EVENTS} events of the drain phase to be applied`);
+      const seconds = (now() - start) / 1_000;
+      const { out, brokerSeen } = await accounts(before.perPid);
+      const perEvent = (group: string) => Math.round((out[group]! / DRAIN_EVENTS) * 1e6);
+      const cpu = process.platform === 'linux' ? { relayNode: perEvent('relayNode'), relayPg: perEvent('relayPg'), rabbitmq: brokerSeen ? perEvent('rabbitmq') : null, consumerNode: perEvent('consumerNode'), consumerPg: perEvent('consumerPg') } : null;
+      drain = {
+        events: DRAIN_EVENTS,
+        eventsPerSec: Math.round(DRAIN_EVENTS / seconds),
+        eventsPerConsumerTransaction: round((appliedTotal - appliedBefore) / (appliedBatches - batchesBefore)),
+        cpuUsPerEvent: cpu && { ...cpu, total: Object.values(cpu).reduce<number>((a, v) => a + (v ?? 0), 0) },
+      };
+    }
+
     const result = {
       eventsPerSec: Math.round(median(rounds.map((r) => r.events))),
       p50Ms: round(percentile(latencies, 50)),
@@ -500,6 +544,7 @@ async function main() {
       latencyRatePerSec: LATENCY_RATE,
       latencySamples: latencies.length,
       maxMs: round(latencies.at(-1)!),
+      drain,
     };
     console.log(JSON.stringify(result));
   } finally {

@@ -24,6 +24,12 @@ describe('bench:outbox settings', () => {
     expect(stderr).toContain('BENCH_CLIENTS="many": give a whole number of producing clients from 1 to 1000.');
   });
 
+  it('refuses a drain phase size that is not a whole number of events, before it touches anything', async () => {
+    const { code, stderr } = await bench({ BENCH_DRAIN_EVENTS: '-5' });
+    expect(code).not.toBe(0);
+    expect(stderr).toContain('BENCH_DRAIN_EVENTS="-5": give a whole number of events from 0 (no drain phase) to 1000000.');
+  });
+
   it('refuses more clients than Postgres has connections for, before it creates any database', async () => {
     const tag = `bench_settings_${process.pid}`;
     const { code, stderr } = await bench({ BENCH_CLIENTS: '1000', BENCH_TAG: tag });
