@@ -290,9 +290,10 @@ describe('consume', () => {
       let connected = 0;
       c.events.on('consumer:connected', () => connected++);
       await new Promise((r) => setTimeout(r, 10_000));
-      // A fresh backoff after each drop makes ~16 connections in 10 s; one that grows, ~7.
+      // A fresh backoff after each drop makes ~16 attempts in 10 s; one that grows, ~7. Each
+      // attempt opens two connections (one consumes, one publishes retry copies).
       expect(connected, 'connections that opened').toBeGreaterThanOrEqual(2);
-      expect(proxy.accepted).toBeLessThanOrEqual(11);
+      expect(proxy.accepted).toBeLessThanOrEqual(2 * 11);
       proxy.dropAfter(null);
       publish('flapping-broker', 1);
       await waitFor('applied once connections hold', async () => (await replicaVersion('flapping-broker')) === 1, 15_000);
@@ -315,6 +316,65 @@ describe('consume', () => {
       await proxy.close();
     }
   });
+
+  describe('a handler that waits on something that never answers (an HTTP call without a timeout)', () => {
+    const never = new Promise<void>(() => {});
+    const hangingOn = (aggregateId: string) => replicaHandler(async (event) => (event.aggregateId === aggregateId ? never : undefined));
+    const poolInUse = () => (pool.client as { pool: { numUsed(): number } }).pool.numUsed();
+
+    it('ends its transaction at transactionTimeoutMs, so the messages behind it keep flowing and it goes round the retries', async () => {
+      const c = await start({ prefetch: 10, transactionTimeoutMs: 500, handler: hangingOn('stuck') });
+      const retried = vi.fn();
+      c.events.on('consumer:message:retrying', retried);
+      publish('stuck', 1);
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 40; i++) publish(`behind-${i}`, 1);
+      // Before: its batch held a connection, its aggregate and the front of the ack window for
+      // good; prefetch (10) filled behind it and nothing more arrived.
+      await waitFor('every message behind it applied', async () => (await appliedCount(db.knex)) === 40, 20_000);
+      await waitFor('the hanging message sent round the retries', () => retried.mock.calls.length >= 1, 20_000);
+      expect(retried.mock.calls[0]![0]).toMatchObject({ error: expect.stringContaining('transaction took longer than 500 ms') });
+    }, 40_000);
+
+    it('is abandoned by stop() after its grace: stop returns and the connection is back in the pool', async () => {
+      const c = await start({ handler: hangingOn('stuck') }); // default timeout: 60 s
+      const idle = poolInUse();
+      publish('stuck', 1);
+      await waitFor('the transaction running', () => poolInUse() === idle + 1);
+      const t0 = Date.now();
+      await c.stop();
+      expect(Date.now() - t0, 'stop() took').toBeLessThan(8_000);
+      // Before: still checked out, so the caller's db.destroy() waited for the handler for good.
+      expect(poolInUse()).toBe(idle);
+    }, 20_000);
+  });
+
+  it('refuses a versionsOf result that is not one entry per event, rather than reading versions by a shifted position', async () => {
+    await db.knex('replica').insert({ id: 'B', version: 2 });
+    const base = replicaHandler();
+    const c = await start({
+      retry: { maxAttempts: 2, baseMs: 100, maxMs: 100 },
+      handler: {
+        ...base,
+        versionOf: undefined,
+        // The natural mistake: the versions of the entities found, not one per event (A has none).
+        async versionsOf(trx, events) {
+          const rows = await trx('replica').whereIn('id', events.map((e) => e.aggregateId)).select('version');
+          return rows.map((r: { version: number }) => r.version);
+        },
+      },
+    });
+    const parked = vi.fn();
+    c.events.on('consumer:message:parked', parked);
+    // Sent from one channel back to back, they reach the consumer together, as one batch.
+    publish('A', 1);
+    publish('B', 3);
+    await waitFor('A parked', () => parked.mock.calls.length === 1, 20_000);
+    // Before: A v1 was given B's version 2, judged stale, and acked without being applied. Now
+    // the batch fails, and retried alone, A fails again (no version for it), until it is parked.
+    expect(parked.mock.calls[0]![0]).toMatchObject({ error: expect.stringContaining("The handler's versionsOf returned 0 versions for 1 events: return one entry per event") });
+    expect((await applied()).map((r) => `${r.aggregate_id}${r.version}`)).toEqual(['B3']);
+  }, 30_000);
 
   describe('a handler error that looks like a lost connection while the database answers', () => {
     const refused = () => Object.assign(new Error('connect ECONNREFUSED 192.0.2.9:443'), { code: 'ECONNREFUSED' });

@@ -42,6 +42,8 @@ export interface ApplyOptions {
   ignoreOrigin?: string;
   /** See ConsumeOptions.transactionTimeoutMs. */
   timeoutMs: number;
+  /** Ends the transaction at once (consume.ts: a stopping consumer that waited long enough). */
+  signal?: AbortSignal;
   /**
    * The traceparent each event's `apply` runs under (its consumer span's, consume.ts), by
    * event id; without one, the event's own. `applyAll` runs under the caller's context.
@@ -60,15 +62,10 @@ export interface ApplyOptions {
 export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedEvent[]): Promise<Outcome[]> {
   const { handler } = opts;
   if (!handler.apply && !handler.applyAll) throw new Error('EventHandler needs apply or applyAll.');
-  let deadline: NodeJS.Timeout | undefined;
-  let timedOut = false;
-  const work = consumerTransaction(db, async (trx, connection) => {
-    // The deadline covers the rest, COMMIT included: a connection that went silent (a network
-    // partition, a dead load balancer) never answers, and nothing else would end the wait.
-    deadline = setTimeout(() => {
-      timedOut = true;
-      connection.connection?.stream?.destroy(); // its pending query fails, and knex's pool discards it
-    }, opts.timeoutMs);
+  // Past opts.timeoutMs the transaction ends (TransactionEnded, code ETIMEDOUT, which consume.ts
+  // treats like a lost connection: retried in place while the database does not answer, else a
+  // few times and then as a failed delivery), whether the database or the handler is slow.
+  return consumerTransaction(db, async (trx, connection) => {
     // One result per statement (begin, set, insert): the insert's rows are the new messages.
     const results = (await connection.query(beginAndClaimSql((v) => connection.escapeLiteral(v), opts.consumer, events, opts.timeoutMs))) as Array<{ rows: Array<{ message_id: string }> }>;
     const fresh = new Set(results.at(-1)!.rows.map((r) => r.message_id));
@@ -86,6 +83,13 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
     if (handler.versionsOf || handler.versionOf) {
       const pending = candidates.map((i) => events[i]!);
       const versions = handler.versionsOf ? await handler.versionsOf(trx, pending) : null;
+      // Read by position: a result with an entry missing (the rows found, not one per event)
+      // would give events their neighbours' versions and ack unapplied ones as stale.
+      if (versions && !(Array.isArray(versions) && versions.length === pending.length)) {
+        throw new Error(
+          `The handler's versionsOf returned ${Array.isArray(versions) ? `${versions.length} versions` : JSON.stringify(versions)} for ${pending.length} events: return one entry per event, in the order given (null where the entity does not exist here), e.g. events.map((e) => found.get(e.aggregateId) ?? null).`,
+        );
+      }
       // Versions as they stand after the events of this batch applied so far.
       const local = new Map<string, number | null>();
       for (const [k, i] of candidates.entries()) {
@@ -122,17 +126,7 @@ export async function applyBatch(db: Knex, opts: ApplyOptions, events: ReceivedE
     if (toApply.length) await applyNow(trx, opts, toApply);
     if (gaps.length) await inboxRelease(trx, opts.consumer, gaps);
     return outcomes;
-  });
-  try {
-    return await work;
-  } catch (err) {
-    // ETIMEDOUT: treated like a lost connection (consume.ts): retried in place while the
-    // database does not answer, else a few times and then as a failed delivery.
-    if (timedOut) throw Object.assign(new Error(`transaction took longer than ${opts.timeoutMs} ms: its connection was dropped`), { code: 'ETIMEDOUT', cause: err });
-    throw err;
-  } finally {
-    clearTimeout(deadline);
-  }
+  }, { timeoutMs: opts.timeoutMs, signal: opts.signal });
 }
 
 /**

@@ -98,15 +98,19 @@ export interface Consumer {
   /** True while it consumes `<queue>.events` (a channel open and the queues declared). */
   readonly connected: boolean;
   /**
-   * Stops taking messages, lets running transactions finish (at most ~5 s) and closes the
-   * connection: within ~13 s in all, even if the broker stopped answering.
+   * Stops taking messages, lets running transactions finish (at most ~5 s, then abandons them:
+   * rolled back, their connections back in the pool, their messages redelivered) and closes the
+   * connections: within ~14 s in all, even if the broker stopped answering.
    */
   stop(): Promise<void>;
 }
 
 interface Generation {
+  /** Consumes and acks; never publishes, so a broker alarm that blocks publishers does not stop its acks. */
   conn: ChannelModel;
   ch: Channel;
+  /** Publishes the retry and parking copies, on a connection of its own (see conn). */
+  pubConn: ChannelModel;
   pub: ConfirmChannel;
   acks: AckWindow;
   alive: boolean;
@@ -142,6 +146,15 @@ const BATCH_MAX_BYTES = 4 * 1024 * 1024;
 const MAX_CONTENTION_RETRIES = 5;
 const MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS = 3;
 const DB_PROBE_TIMEOUT_MS = 5_000;
+/**
+ * Longest wait for the broker to confirm a retry or parking copy. Past it the copy counts as
+ * failed (the original is not acked, and the connections are dropped so that the broker
+ * redelivers it): a copy connection blocked by a broker alarm would otherwise hold the message,
+ * and its aggregate, until the alarm ends.
+ */
+const COPY_CONFIRM_TIMEOUT_MS = 30_000;
+/** How long stop() lets running transactions finish before it abandons them. */
+const STOP_GRACE_MS = 5_000;
 // While one transaction runs, pending messages wait for it (and then go in one batch) unless
 // they are a full batch or the oldest has waited this long: a second transaction then starts.
 // Each transaction costs several round trips whatever its size, and on a loaded 2-core machine
@@ -220,6 +233,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   let stopped = false;
   let stopCall: Promise<void> | null = null;
   const stopping = new AbortController();
+  // Aborted once stop() has waited STOP_GRACE_MS: transactions still running then (a handler
+  // waiting on something that never answers) end, and their connections go back to the pool.
+  const abandon = new AbortController();
   let reconnecting: Promise<void> | null = null;
   // A connection the broker drops within 10 s of opening counts as a failed attempt, so a broker
   // that accepts and then drops every connection is not reconnected to ~5 times a second.
@@ -228,14 +244,20 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   async function open(): Promise<Generation> {
     const conn = await connectAmqp(amqpUrl, `${name}-consumer`);
     coalesceWrites(conn);
+    let pubConn: ChannelModel | null = null;
     let gen: Generation | null = null;
     try {
+      // RabbitMQ blocks a connection that publishes while a memory or disk alarm lasts, and then
+      // reads nothing more from it: acks sent on it would wait for the alarm to end, prefetch
+      // would fill, and the consumer that could drain the backlog behind the alarm would stop.
+      pubConn = await connectAmqp(amqpUrl, `${name}-consumer-copies`);
       const ch = await conn.createChannel();
-      const pub = await conn.createConfirmChannel();
-      const g: Generation = { conn, ch, pub, acks: new AckWindow(ch), alive: true, opening: true };
+      const pub = await pubConn.createConfirmChannel();
+      const g: Generation = { conn, ch, pubConn, pub, acks: new AckWindow(ch), alive: true, opening: true };
       gen = g;
       const lost = (error?: unknown) => onLost(g, error);
       conn.on('close', lost);
+      pubConn.on('close', lost);
       ch.on('close', lost);
       pub.on('close', lost);
       ch.on('error', (error: unknown) => emit('consumer:error', { queue: name, component: 'amqp', error }));
@@ -253,7 +275,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       return gen;
     } catch (err) {
       if (gen) retire(gen);
-      await closeAmqp(conn);
+      await Promise.all([closeAmqp(conn), pubConn && closeAmqp(pubConn)]);
       throw err;
     }
   }
@@ -273,6 +295,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     retire(gen);
     reconnectBackoff.closed();
     void gen.conn.close().catch(() => {});
+    void gen.pubConn.close().catch(() => {});
     if (stopped) return;
     emit('consumer:connection:lost', { queue: name, error });
     reconnect();
@@ -305,7 +328,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     try {
       event = fromMessage(msg);
     } catch (err) {
-      void retryOrPark(gen, msg, null, (err as Error).message, true);
+      // Tracked like a transaction, so that stop() waits for its copy's confirm and ack.
+      const parking: Promise<void> = retryOrPark(gen, msg, null, (err as Error).message, true).finally(() => running.delete(parking));
+      running.add(parking);
       return;
     }
     pending.push({ gen, msg, event, key: `${event.aggregateType}\u0000${event.aggregateId}`, at: performance.now() });
@@ -399,7 +424,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       try {
         outcomes = await applyBatch(
           db,
-          { consumer: name, handler, acceptFirstSeen, ignoreOrigin, timeoutMs: transactionTimeoutMs, ...(spans ? { traceparents: spans.traceparents } : {}) },
+          { consumer: name, handler, acceptFirstSeen, ignoreOrigin, timeoutMs: transactionTimeoutMs, signal: abandon.signal, ...(spans ? { traceparents: spans.traceparents } : {}) },
           batch.map((d) => d.event),
         );
       } catch (err) {
@@ -457,17 +482,17 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     const reason = error.slice(0, 1_000);
     try {
       if (malformed || attempts >= maxAttempts) {
-        await sendCopy(gen.pub, queues.dead, msg, {
+        await confirmed(sendCopy(gen.pub, queues.dead, msg, {
           [HEADERS.attempts]: attempts,
           [HEADERS.parkedError]: reason,
           [HEADERS.parkedAt]: new Date().toISOString(),
           [HEADERS.lastError]: null,
-        });
+        }));
         ack(gen, [msg]);
         emit('consumer:message:parked', { queue: name, id, attempts, error: reason });
       } else {
         const delayMs = delays[attempts - 1]!;
-        await sendCopy(gen.pub, queues.delay(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason });
+        await confirmed(sendCopy(gen.pub, queues.delay(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason }));
         ack(gen, [msg]);
         emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
       }
@@ -477,6 +502,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       emit('consumer:error', { queue: name, component: 'amqp', error: err });
       onLost(gen, err);
     }
+  }
+
+  /** A copy's confirm, or a rejection once COPY_CONFIRM_TIMEOUT_MS have passed without one. */
+  async function confirmed(copy: Promise<void>): Promise<void> {
+    if (!(await settlesWithin(copy, COPY_CONFIRM_TIMEOUT_MS))) throw new Error(`the broker did not confirm the copy within ${COPY_CONFIRM_TIMEOUT_MS} ms (a memory or disk alarm blocking publishers?)`);
+    await copy;
   }
 
   function ack(gen: Generation, msgs: ConsumeMessage[]) {
@@ -528,8 +559,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     if (gen?.alive && gen.tag) await settlesWithin(gen.ch.cancel(gen.tag), 2_000);
     pending = [];
     if (recheck) clearTimeout(recheck);
-    // Running transactions finish; a prune in progress ends after its current statement.
-    await settlesWithin(Promise.allSettled([...running, ...(pruning ? [pruning] : [])]), 5_000);
+    // Running transactions finish; a prune in progress ends after its current statement. Those
+    // still running after the grace are abandoned: their connections go back to the pool (the
+    // caller destroys it next, which would otherwise wait for them), their messages are redelivered.
+    await settlesWithin(Promise.allSettled([...running, ...(pruning ? [pruning] : [])]), STOP_GRACE_MS);
+    abandon.abort(new Error('the consumer stopped'));
+    await settlesWithin(Promise.allSettled([...running]), 1_000);
     // A reconnect in flight notices `stopped` and closes what it opened, however late.
     if (reconnecting) await settlesWithin(reconnecting, 2_000);
     const last = current;
@@ -548,7 +583,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       }
       last.alive = false; // from here on, channel 'close' events are ours, not a loss
       if (wasAlive) await settlesWithin(Promise.all([last.ch.close(), last.pub.close()]), 2_000);
-      await closeAmqp(last.conn);
+      await Promise.all([closeAmqp(last.conn), closeAmqp(last.pubConn)]);
     }
     emit('consumer:stopped', { queue: name });
   }

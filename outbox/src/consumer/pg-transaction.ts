@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { settlesWithin } from '@strangler/platform';
 
 /** The parts of a node-postgres client (a connection of knex's pool) used here. */
 export interface PgClient {
@@ -6,6 +7,8 @@ export interface PgClient {
   query(text: string): Promise<unknown>;
   escapeLiteral(value: string): string;
   connection?: { stream?: { destroy(): void } };
+  /** node-postgres emits 'end' once its socket closed; knex's pool then counts the client as disposed. */
+  once(event: 'end', listener: () => void): unknown;
 }
 
 interface KnexTransactionInternals extends PromiseLike<unknown> {
@@ -52,30 +55,82 @@ const bound = new WeakMap<PgClient, Bound>();
  * only calls its `begin()` a turn later, takes the connection to use as an option, and checks
  * `isCompleted()` before each query. A knex that changed them fails outbox/test/apply-batch.test.ts.
  */
-export async function consumerTransaction<T>(db: Knex, work: (trx: Knex.Transaction, connection: PgClient) => Promise<T>): Promise<T> {
+export async function consumerTransaction<T>(db: Knex, work: (trx: Knex.Transaction, connection: PgClient) => Promise<T>, { timeoutMs, signal }: TransactionLimits = {}): Promise<T> {
   const client = db.client as unknown as KnexClientInternals;
   if (client.dialect !== 'postgresql') throw new Error(`consume: the consumer's database must be PostgreSQL (knex client "${client.dialect}").`);
+  signal?.throwIfAborted();
   const connection = await client.acquireConnection();
   let b: Bound | undefined;
+  // Past the deadline, or once `signal` aborts, the transaction ends without waiting for `work`:
+  // its connection is dropped (Postgres rolls back) and goes back to the pool, which discards it.
+  let ended: TransactionEnded | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  let endNow: (reason: TransactionEnded) => void = () => {};
+  let gone: Promise<void> = Promise.resolve();
+  const cut = new Promise<never>((_, reject) => {
+    endNow = (reason) => {
+      if (ended) return;
+      ended = reason;
+      if (b) b.state.open = false; // a handler still running has its later queries refused
+      gone = new Promise((resolve) => connection.once('end', resolve));
+      connection.connection?.stream?.destroy();
+      reject(reason);
+    };
+  });
+  cut.catch(() => {});
+  const onAbort = () => endNow(new TransactionEnded('aborted', `the transaction was abandoned: ${String(signal?.reason ?? 'aborted')}`));
+  if (timeoutMs !== undefined) timer = setTimeout(() => endNow(new TransactionEnded('ETIMEDOUT', `transaction took longer than ${timeoutMs} ms: its connection was dropped`)), timeoutMs);
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     b = await boundTo(client, connection);
-    b.state.open = true;
-    const result = await work(b.trx, connection);
+    b.state.open = !ended;
+    const running = work(b.trx, connection);
+    running.catch(() => {}); // settles after the race when the transaction was cut short
+    const result = await Promise.race([running, cut]);
     // Closed before COMMIT goes out, as knex does: a handler query still on its way (not
     // awaited, or left behind by a rejection) is refused instead of queued behind the COMMIT,
     // where it would run on its own, outside the transaction.
     b.state.open = false;
-    const { command } = (await connection.query('commit')) as { command?: string };
+    const { command } = (await Promise.race([connection.query('commit'), cut])) as { command?: string };
     // Postgres answers the COMMIT of a transaction in which a statement failed with ROLLBACK,
     // and no error: a handler caught that error and went on.
     if (command !== 'COMMIT') throw new Error(`the transaction was rolled back at COMMIT (${command}): a statement in it failed, and the handler caught the error and went on`);
     return result;
   } catch (err) {
     if (b) b.state.open = false;
+    if (ended) throw Object.assign(ended, { cause: err === ended ? undefined : err });
     await connection.query('rollback').catch(() => {});
     throw err;
   } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+    // A connection cut short goes back once its client has ended: released before, the pool
+    // would hand the dead connection to the next caller (the consumer's database probe among them).
+    if (ended) await settlesWithin(gone, 2_000);
     await client.releaseConnection(connection);
+  }
+}
+
+export interface TransactionLimits {
+  /**
+   * Longest the transaction may take, `work` and COMMIT included. A connection that went silent
+   * (a network partition, a dead load balancer) never answers, and a handler can wait on
+   * something else that never settles (an HTTP call without a timeout): either would hold the
+   * connection, and whatever waits for the transaction, for good.
+   */
+  timeoutMs?: number;
+  /** Ends the transaction at once when aborted (a consumer that stops and will not wait longer). */
+  signal?: AbortSignal;
+}
+
+/** Why consumerTransaction ended a transaction without waiting for its work; `code` ETIMEDOUT reads as a lost connection (consume.ts). */
+export class TransactionEnded extends Error {
+  constructor(
+    readonly code: 'ETIMEDOUT' | 'aborted',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TransactionEnded';
   }
 }
 
