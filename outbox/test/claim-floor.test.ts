@@ -238,6 +238,21 @@ describe('claim floor', () => {
     expect(floor.start).toBe(0);
   });
 
+  it('is not lifted above the sequence by a row whose seq was given by hand, so later events are still claimed at once', async () => {
+    const floor = new ClaimFloor(true, 3_600_000);
+    const first = await commitRow();
+    // A row copied in with its seq (from a backup, another database), far above the sequence.
+    const copied = randomUUID();
+    await session.query(`insert into outbox (id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload) overriding system value values ($1, 1000000000, 'item', $2, 1, 'item.created', '{}')`, [copied, randomUUID()]);
+    const firstSeq = await seqOf(first);
+    expect(await claimFor(floor, 100, () => floor.start > firstSeq)).toEqual([first, copied]);
+    // Before: the floor rose to 1,000,000,001, and rows drawn from the sequence waited for the
+    // full scan (hourly here, every minute by default).
+    expect(floor.start).toBeLessThan(1_000_000_000);
+    const later = await commitRow();
+    expect(await claimFor(floor, 100)).toEqual([later]);
+  });
+
   it('a full scan every fullScanIntervalMs finds a row set back to unpublished below the floor', async () => {
     const floor = new ClaimFloor(true, 200);
     const first = await commitRow();

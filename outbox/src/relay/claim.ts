@@ -48,10 +48,19 @@ const COLUMNS = `id, seq, aggregate_type, aggregate_id, aggregate_version, event
 export const CLAIM_MAX_STORED_BYTES = 2 * 1024 * 1024;
 const PENDING = `published_at is null and next_attempt_at is null and seq >= $4
         and seq <> all($2::bigint[]) and seq <> all($3::bigint[])`;
+/**
+ * The last value the `seq` sequence handed out (null where the relay's role may not read it):
+ * caps `high`, so that a row whose `seq` was given by hand above the sequence (OVERRIDING SYSTEM
+ * VALUE, a copy from another database, a sequence reset) cannot lift the floor above every value
+ * the sequence will draw next, which would leave every later event to the periodic full scan. A
+ * lower `high` only keeps the floor lower, so it is safe whenever it is read.
+ */
+const SEQUENCE_LAST_VALUE = `case when has_sequence_privilege(pg_get_serial_sequence('outbox', 'seq'), 'SELECT,USAGE')
+    then pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass) end`;
 export const CLAIM_SQL = `
   with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[])),
   meta as (
-    select (select max(seq) from outbox) as high,
+    select least((select max(seq) from outbox), ${SEQUENCE_LAST_VALUE}) as high,
            case when $6::boolean then pg_current_xact_id()::text end as xid,
            coalesce(pg_snapshot_xmin(pg_current_snapshot()) >= $5::xid8, false) as matured,
            (select seq from outbox where ${PENDING} order by seq limit 1) as lowest)
