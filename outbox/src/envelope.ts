@@ -87,10 +87,17 @@ export interface OutgoingMessage {
 /** Builds the AMQP message for an outbox row: persistent, mandatory, routing key = event type. */
 export function toMessage(row: OutboxRow): OutgoingMessage {
   const h = row.headers ?? {};
+  // A hand-written row may hold any JSON there: amqplib's publish() would throw on an origin that
+  // is not a string, and an array's items would become headers "0", "1" ...
+  if (typeof h !== 'object' || Array.isArray(h)) throw new Error(`headers (${JSON.stringify(h).slice(0, 100)}) must be a JSON object`);
+  for (const key of ['origin', 'traceparent', 'requestId'] as const) {
+    if (h[key] !== undefined && h[key] !== null && typeof h[key] !== 'string') throw new Error(`headers.${key} (${JSON.stringify(h[key]).slice(0, 100)}) must be a string`);
+  }
   const extra: Record<string, string> = {};
   for (const [k, v] of Object.entries(h)) if (!KNOWN_ROW_HEADERS.has(k)) extra[k] = v;
   const origin = h.origin ?? 'unknown';
   const schemaVersion = Number(h.schemaVersion ?? 1);
+  if (!(Number.isSafeInteger(schemaVersion) && schemaVersion >= 1)) throw new Error(`headers.schemaVersion (${JSON.stringify(h.schemaVersion).slice(0, 100)}) must be a whole number from 1`);
   // A hand-written row may hold what no message can carry: 'infinity' (pg returns a number) or a
   // year past what a JavaScript Date holds.
   if (!(row.created_at instanceof Date) || Number.isNaN(row.created_at.getTime())) throw new Error(`created_at (${String(row.created_at)}) is not a time a message can carry`);

@@ -18,6 +18,11 @@ export interface NewEvent {
   payload: Record<string, unknown>;
   /** Who handled the write (`monolith`, `notification`, ...); consumers drop their own echoes. */
   origin: string;
+  /**
+   * Further headers, carried in the message's headers and its envelope's `headers`. Not `origin`
+   * or `schemaVersion`, which the writer sets (give the origin as `origin`); `traceparent` and
+   * `requestId` replace those of the current request.
+   */
   headers?: Record<string, string>;
 }
 
@@ -26,6 +31,7 @@ export interface AppendedEvent {
   seq: number;
 }
 
+const RESERVED_HEADERS = ['origin', 'schemaVersion'] as const;
 const EVENT_TYPE = /^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$/;
 
 /** Payloads within this of the body limit get the relay's exact check (appendEvent). */
@@ -49,6 +55,11 @@ export async function appendEvent(trx: Knex.Transaction, event: NewEvent): Promi
   }
   if (!Number.isInteger(event.aggregateVersion) || event.aggregateVersion < 1) {
     throw new Error(`Invalid aggregateVersion ${event.aggregateVersion} for ${event.aggregateType} ${event.aggregateId}: versions start at 1.`);
+  }
+  for (const key of RESERVED_HEADERS) {
+    // Taken over, origin would dodge the checks below (a 300-byte one is refused by the relay for
+    // ever) and the consumers' echo filter; schemaVersion would reach them as NaN.
+    if (event.headers && Object.hasOwn(event.headers, key)) throw new Error(`Invalid headers.${key} for ${event.eventType} of ${event.aggregateType} ${event.aggregateId}: the writer sets ${key}${key === 'origin' ? ' (give it as `origin`)' : ''}; leave it out of headers.`);
   }
   const ctx = currentContext();
   const headers: Record<string, string> = {

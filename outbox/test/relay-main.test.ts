@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createTestBroker, createTestDatabase } from '@strangler/platform/testing';
-import { repoRoot } from '@strangler/platform';
+import { loadConfig, repoRoot } from '@strangler/platform';
 import { execFileAsync, spawnRelay, waitFor, writeEvent } from './helpers.ts';
 import { z } from 'zod';
 import { relayEnv } from '../src/relay/config.ts';
@@ -72,6 +72,12 @@ describe('npm run relay', () => {
     } finally {
       taken.close();
     }
+  });
+
+  it('reads a setting of blanks as unset, not as 0 (a retention of 0 deletes every published row)', () => {
+    const env = loadConfig(relayEnv, { RELAY_RETENTION_HOURS: ' ', RELAY_METRICS_PORT: '\t' });
+    expect(env.RELAY_RETENTION_HOURS).toBe(24);
+    expect(env.RELAY_METRICS_PORT).toBe(9464);
   });
 
   it('--help names every RELAY_ setting with its actual default', async () => {

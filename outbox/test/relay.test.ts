@@ -254,10 +254,14 @@ describe('relay', () => {
     { what: 'a payload of 17 MiB', eventType: 'item.created', headers: { origin: 'monolith' }, payload: { blob: 'x'.repeat(17 * 1024 * 1024) }, error: /the body is \d+ bytes, more than the 16777216 the relay publishes/ },
     // No message can be made of it: the relay would lose its lease over it, again and again.
     { what: "created_at 'infinity'", eventType: 'item.created', headers: { origin: 'monolith' }, createdAt: 'infinity', error: /cannot be made into a message: created_at \(Infinity\) is not a time a message can carry/ },
+    // amqplib's publish() threw on it: the connection was reset and every batch in flight went out again.
+    { what: 'an origin that is not a string', eventType: 'item.created', headers: { origin: 5 }, error: /cannot be made into a message: headers\.origin \(5\) must be a string/ },
+    { what: 'headers that are not an object', eventType: 'item.created', headers: ['monolith'], error: /cannot be made into a message: headers \(\["monolith"\]\) must be a JSON object/ },
+    { what: 'a schema version that is not a number', eventType: 'item.created', headers: { origin: 'monolith', schemaVersion: 'two' }, error: /cannot be made into a message: headers\.schemaVersion \("two"\) must be a whole number from 1/ },
   ])('refuses a row AMQP cannot carry on its own ($what): the rows around it are published once each', async ({ eventType, headers, error, createdAt, payload }) => {
     const before = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const [bad] = await db.knex('outbox')
-      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: randomUUID(), aggregate_version: 1, event_type: eventType, payload: payload ?? {}, headers, ...(createdAt ? { created_at: createdAt } : {}) })
+      .insert({ id: randomUUID(), aggregate_type: 'item', aggregate_id: randomUUID(), aggregate_version: 1, event_type: eventType, payload: payload ?? {}, headers: JSON.stringify(headers), ...(createdAt ? { created_at: createdAt } : {}) })
       .returning('id');
     const after = [await writeEvent(db.knex, 'long-1'), await writeEvent(db.knex, 'long-2')];
     const relay = startRelay();

@@ -34,6 +34,10 @@ describe('appendEvent', () => {
     await expect(append({ headers: { ['h'.repeat(256)]: 'v' } })).rejects.toThrow(/header name "h{40}\.\.\." is 256 bytes, AMQP allows 255/);
     await expect(append({ headers: { big: 'x'.repeat(70_000) } })).rejects.toThrow(/headers take up to \d+ bytes encoded, more than the 60000 allowed/);
     await expect(append({ headers: { CC: 'ops@example.com' } })).rejects.toThrow(/header "CC" must be an array of routing keys/);
+    // The writer's own headers: an origin given here escaped the check above (the relay then
+    // refused the row for ever) and the consumers' echo filter; a schemaVersion reached them as NaN.
+    await expect(append({ headers: { origin: 'o'.repeat(300) } })).rejects.toThrow('Invalid headers.origin for user.registered of user u3: the writer sets origin (give it as `origin`); leave it out of headers.');
+    await expect(append({ headers: { schemaVersion: 'two' } })).rejects.toThrow('Invalid headers.schemaVersion for user.registered of user u3: the writer sets schemaVersion; leave it out of headers.');
     // Multi-byte characters: the limit is in bytes.
     await expect(append({ payload: { text: 'é'.repeat(8.5 * 1024 * 1024) } })).rejects.toThrow(/the payload is 17825803 bytes of JSON, more than the 16773120 a message body leaves for it/);
     // A payload that fits, but not with the envelope's copy of 50 kB of other headers (nor as

@@ -19,7 +19,9 @@ export function loadConfig<S extends z.ZodRawShape>(shape: S, env: Env = process
   const input: Env = {};
   for (const key of Object.keys(shape)) {
     const value = env[key];
-    if (value !== undefined && value !== '') input[key] = value;
+    // Unset, empty or only blanks (`X= ` in a .env file) all mean the default: a number coerced
+    // from " " is 0 (RELAY_RETENTION_HOURS=" " deleted every published row at the next sweep).
+    if (value !== undefined && value.trim() !== '') input[key] = value;
   }
   const result = z.object(shape).strict().safeParse(input);
   if (!result.success) {
