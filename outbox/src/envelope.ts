@@ -252,6 +252,7 @@ export function fromMessage(msg: IncomingMessage): ReceivedEvent {
   } catch (err) {
     throw new MalformedMessageError(`body is not JSON: ${(err as Error).message}`);
   }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new MalformedMessageError(`body is JSON but not an object: ${msg.content.toString('utf8').slice(0, 100)}`);
   const headers = msg.properties.headers ?? {};
   const id = typeof msg.properties.messageId === 'string' ? msg.properties.messageId : body.id;
   const problems: string[] = [];

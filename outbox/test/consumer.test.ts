@@ -144,10 +144,25 @@ describe('consume', () => {
       [{ retry: { baseMs: 0 } }, /retry.baseMs \(0\)/],
       [{ retry: { baseMs: 5_000, maxMs: 1_000 } }, /retry.maxMs \(1000\) must be a whole number from 5000/],
       [{ handler: {} }, /the handler needs apply\(trx, event\) or applyAll\(trx, events\)/],
+      [{ bindings: 'item.*' as unknown as string[] }, /bindings \("item.\*"\) must be a list of at least one routing-key pattern/],
+      [{ bindings: ['item.*', ''] }, /binding "" must be a routing-key pattern of 1 to 255 bytes/],
+      [{ retry: null as unknown as ConsumeOptions['retry'] }, /retry \(null\) must be an object/],
+      // Three tries 1 s and 2 s apart: a message can come back 3 s after it took effect.
+      [{ retry: { maxAttempts: 3 }, inboxRetentionMs: 2_999 }, /inboxRetentionMs \(2999\) must be at least the retry cycle, 3000 ms/],
     ];
     const before = openAmqpConnections();
     for (const [options, message] of cases) await expect(start(options)).rejects.toThrow(message);
     expect(openAmqpConnections()).toBe(before);
+  });
+
+  it('takes a retry option given as undefined as its default, like an absent one', async () => {
+    const parked = vi.fn();
+    const c = await start({ retry: { maxAttempts: undefined, baseMs: 100, maxMs: undefined }, handler: replicaHandler(() => { throw new Error('refused'); }) });
+    c.events.on('consumer:message:parked', parked);
+    publish('p', 1);
+    // Eight tries (the default), 100 ms doubling: parked after the seventh delay.
+    await waitFor('parked', () => parked.mock.calls.length === 1, 30_000);
+    expect(parked.mock.calls[0]![0]).toMatchObject({ attempts: 8 });
   });
 
   it('treats an absent entity as version 0 unless told to accept the first version seen', async () => {
@@ -461,6 +476,29 @@ describe('consume', () => {
     }
   });
 
+  it('does not leave a pooled connection held by its database probe when the database went silent', async () => {
+    const proxy = await tcpProxy(db.connection.host, db.connection.port);
+    const viaProxy = createDb({ ...db.connection, host: '127.0.0.1', port: proxy.port }, { applicationName: 'consumer-probed', pool: { max: 2 } });
+    const pool = (viaProxy.client as { pool: { numUsed(): number } }).pool;
+    try {
+      const c = await start({ db: viaProxy, transactionTimeoutMs: 1_000 });
+      const probed = new Promise<unknown>((resolve) => c.events.once('consumer:error', ({ error }) => resolve(error)));
+      // Both connections of the pool open and idle, then silent: the batch's transaction takes one,
+      // the probe that follows its timeout the other. New connections still work.
+      await Promise.all([viaProxy.raw('select pg_sleep(0.05)'), viaProxy.raw('select pg_sleep(0.05)')]);
+      proxy.partition('existing');
+      publish('mid', 1);
+      expect(String(await probed)).toMatch(/transaction took longer than 1000 ms/);
+      await waitFor('applied on a new connection', async () => (await replicaVersion('mid')) === 1, 20_000);
+      // The probe gave its connection up (dropped) rather than waiting on it for good.
+      await waitFor('no pooled connection held', () => pool.numUsed() === 0, 10_000);
+    } finally {
+      await Promise.all(consumers.splice(0).map((x) => x.stop()));
+      await proxy.close();
+      await viaProxy.destroy();
+    }
+  });
+
   it('prunes its own inbox rows past inboxRetentionMs, keeping recent ones and other consumers\'', async () => {
     const c0 = `${broker.prefix}.c${n}`; // the name start() gives the next consumer
     const old = db.knex.raw("now() - interval '2 days'");
@@ -581,5 +619,18 @@ describe('consume', () => {
     expect(messages[0]).toMatchObject({ id: 'garbage', attempts: 1, error: expect.stringMatching(/not JSON/) });
     const { replayed } = await replayParked({ amqpUrl: broker.url, queue: c.queue, id: 'nope' });
     expect(replayed).toEqual([]);
+  });
+
+  it('parks JSON that is not an object as malformed, and still lists and replays the parking queue', async () => {
+    const c = await start();
+    for (const body of ['null', '42']) ch.publish(broker.exchange, 'item.created', Buffer.from(body), { messageId: `json-${body}`, persistent: true });
+    await waitFor('both parked', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 2);
+    const { messages } = await listParked({ amqpUrl: broker.url, queue: c.queue });
+    expect(messages.map((m) => [m.id, m.error, m.body])).toEqual([
+      ['json-null', 'body is JSON but not an object: null', 'null'],
+      ['json-42', 'body is JSON but not an object: 42', '42'],
+    ]);
+    const { replayed } = await replayParked({ amqpUrl: broker.url, queue: c.queue, id: 'json-42' });
+    expect(replayed.map((m) => m.id)).toEqual(['json-42']);
   });
 });

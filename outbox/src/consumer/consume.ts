@@ -20,6 +20,7 @@ import {
 } from '@strangler/platform';
 import { attemptsOf, fromMessage, HEADERS, type ReceivedEvent } from '../envelope.ts';
 import { applyBatch, type EventHandler, type Outcome } from './apply-batch.ts';
+import { consumerTransaction } from './pg-transaction.ts';
 import { safeEmitConsumer, type ConsumerEventMap, type ConsumerEvents } from './events.ts';
 import { pruneInbox } from './inbox.ts';
 import { sendCopy } from './retry.ts';
@@ -78,7 +79,9 @@ export interface ConsumeOptions {
    * How long inbox rows are kept: the consumer deletes its older rows every
    * `inboxPruneIntervalMs` (the first time a minute after it starts, or sooner if that is
    * shorter). Default 7 days: far beyond any redelivery, and the version rule guards events older
-   * than that. null: never (prune with `pruneInbox` yourself).
+   * than that. At least the retry cycle (the sum of the retry delays; refused otherwise): a
+   * message whose ack was lost after its transaction committed can come back that late. null:
+   * never (prune with `pruneInbox` yourself).
    */
   inboxRetentionMs?: number | null;
   /** Default 3,600,000 ms (hourly). */
@@ -200,7 +203,12 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     connectInBackground = false,
   } = options;
   if (!name) throw new Error('consume: `queue` (the consumer name) is required.');
-  if (!bindings.length) throw new Error(`consume(${name}): give at least one binding, e.g. ["order.*"].`);
+  // A string would be bound character by character, a pattern over 255 bytes refused by the broker
+  // on every connect.
+  if (!Array.isArray(bindings) || !bindings.length) throw new Error(`consume(${name}): bindings (${JSON.stringify(bindings)}) must be a list of at least one routing-key pattern, e.g. ["order.*"].`);
+  for (const key of bindings) {
+    if (typeof key !== 'string' || !key || Buffer.byteLength(key) > 255) throw new Error(`consume(${name}): binding ${JSON.stringify(key)} must be a routing-key pattern of 1 to 255 bytes, e.g. "order.*".`);
+  }
   if (typeof handler?.apply !== 'function' && typeof handler?.applyAll !== 'function') throw new Error(`consume(${name}): the handler needs apply(trx, event) or applyAll(trx, events).`);
   const whole = (key: string, value: unknown, min: number, max: number, what: string) => {
     if (!(Number.isInteger(value) && (value as number) >= min && (value as number) <= max)) throw new Error(`consume(${name}): ${key} (${String(value)}) must be a whole number from ${min} to ${max} (${what}).`);
@@ -208,7 +216,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   whole('prefetch', prefetch, 1, 65_535, 'unacknowledged messages at once');
   whole('concurrency', concurrency, 1, 1_000, 'transactions at once');
   whole('batchSize', batchSize, 1, 10_000, 'messages per transaction');
-  const policy = { ...DEFAULT_RETRY, ...retry };
+  if (typeof retry !== 'object' || retry === null) throw new Error(`consume(${name}): retry (${JSON.stringify(retry)}) must be an object such as { maxAttempts: 8, baseMs: 1000, maxMs: 60000 }.`);
+  // An option given as undefined takes its default, as an absent one does.
+  const policy = { ...DEFAULT_RETRY, ...Object.fromEntries(Object.entries(retry).filter(([, v]) => v !== undefined)) };
   whole('retry.maxAttempts', policy.maxAttempts, 1, 100, 'failed deliveries before a message is parked');
   whole('retry.baseMs', policy.baseMs, 1, MAX_TIMER_MS, 'ms of the first retry delay');
   whole('retry.maxMs', policy.maxMs, policy.baseMs, MAX_TIMER_MS, 'ms, the cap of any retry delay, at least retry.baseMs');
@@ -219,8 +229,14 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     throw new Error(`consume(${name}): inboxRetentionMs (${inboxRetentionMs}) must be a number of ms from 0, or null to keep the inbox for ever.`);
   }
   const queues = consumerQueues(name);
-  const delays = retryDelays(retry);
+  const delays = retryDelays(policy);
   const maxAttempts = delays.length + 1;
+  // A message whose transaction committed but whose ack was lost (the COMMIT's answer never
+  // came) can go round the delay queues and come back that late: its inbox row must still be there.
+  const retryCycleMs = delays.reduce((a, b) => a + b, 0);
+  if (inboxRetentionMs !== null && inboxRetentionMs < retryCycleMs) {
+    throw new Error(`consume(${name}): inboxRetentionMs (${inboxRetentionMs}) must be at least the retry cycle, ${retryCycleMs} ms (the sum of the retry delays): a message that took effect can come back that late, and only its inbox row stops a second effect.`);
+  }
   const events: ConsumerEvents = new EventEmitter<ConsumerEventMap>();
   const emit = <K extends keyof ConsumerEventMap>(n: K, ...args: ConsumerEventMap[K]) => safeEmitConsumer(events, n, ...args);
   // Messages not yet in a transaction, in arrival order; aggregates held by running transactions.
@@ -395,11 +411,19 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     }
   }
 
-  /** Whether the database answers a probe on a connection of its own (see MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS). */
+  /**
+   * Whether the database answers a probe on a connection of its own (see
+   * MAX_TRANSIENT_RETRIES_WHILE_DB_ANSWERS). Run like a batch, with the same bound: a probe that
+   * got an established connection to a database gone silent would otherwise hold that connection
+   * of the pool until the operating system gave up on it, one more with each probe.
+   */
   async function databaseAnswers(): Promise<boolean> {
     let answered = false;
     await settlesWithin(
-      db.raw('select 1').then(() => void (answered = true)),
+      consumerTransaction(db, (_, connection) => connection.query('begin; select 1'), { timeoutMs: DB_PROBE_TIMEOUT_MS, signal: abandon.signal }).then(
+        () => void (answered = true),
+        () => {},
+      ),
       DB_PROBE_TIMEOUT_MS,
     );
     return answered;

@@ -1,5 +1,5 @@
 import type { GetMessage } from 'amqplib';
-import { connectAmqp, type ConfirmChannel } from '@strangler/platform';
+import { connectAmqp, settlesWithin, type ConfirmChannel } from '@strangler/platform';
 import { attemptsOf, HEADERS } from '../envelope.ts';
 import { sendCopy } from './retry.ts';
 import { consumerQueues } from './topology.ts';
@@ -91,11 +91,14 @@ async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: Confirm
     await probe.close();
     const ch = await conn.createConfirmChannel();
     ch.on('error', () => {});
-    const result = await fn(ch, dead, messageCount);
-    // The channel's close handshake makes the broker process our acks first (closing only the
-    // connection can drop them) and requeues every message fetched and not acked.
-    await ch.close();
-    return result;
+    try {
+      return await fn(ch, dead, messageCount);
+    } finally {
+      // The channel's close handshake makes the broker process our acks first (closing only the
+      // connection can drop them, and a message replayed before a failure would then be both
+      // back in <queue>.events and still parked) and requeues every message fetched and not acked.
+      await settlesWithin(ch.close().catch(() => {}), 5_000);
+    }
   } finally {
     await conn.close().catch(() => {});
   }
@@ -106,7 +109,9 @@ function describeParked(msg: GetMessage): ParkedMessage {
   const body = msg.content.toString('utf8');
   let envelope: { aggregateType?: string; aggregateId?: string; aggregateVersion?: number; type?: string } = {};
   try {
-    envelope = JSON.parse(body);
+    const parsed: unknown = JSON.parse(body);
+    // JSON that is not an object (null, a number) is as malformed as text that is not JSON.
+    if (typeof parsed === 'object' && parsed !== null) envelope = parsed;
   } catch {
     // a malformed message is listed as it is
   }

@@ -31,6 +31,11 @@ export type RelayEnv = Readonly<z.infer<z.ZodObject<typeof relayEnv>>> & PgEnv &
 
 /** Relay options from a loaded environment; throws a message naming the settings when they contradict each other. */
 export function relayOptionsFromEnv(env: RelayEnv, database: string): RelayOptions {
+  if (env.RELAY_BUSY_POLL_MAX_MS < env.RELAY_BUSY_POLL_MS) {
+    throw new Error(
+      `RELAY_BUSY_POLL_MAX_MS="${env.RELAY_BUSY_POLL_MAX_MS}": must be at least RELAY_BUSY_POLL_MS ("${env.RELAY_BUSY_POLL_MS}"); the busy poll grows from the one to the other as events arrive faster.`,
+    );
+  }
   if (env.RELAY_BUSY_RAMP_TO_PER_SEC <= env.RELAY_BUSY_RAMP_FROM_PER_SEC) {
     throw new Error(
       `RELAY_BUSY_RAMP_TO_PER_SEC="${env.RELAY_BUSY_RAMP_TO_PER_SEC}": must be above RELAY_BUSY_RAMP_FROM_PER_SEC ("${env.RELAY_BUSY_RAMP_FROM_PER_SEC}"); the busy poll grows from the one rate to the other.`,

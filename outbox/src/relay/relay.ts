@@ -202,6 +202,9 @@ export function createRelay(options: RelayOptions): Relay {
   if (!(Number.isFinite(opts.retentionMs) && opts.retentionMs >= 0)) {
     throw new Error(`createRelay: retentionMs (${opts.retentionMs}) must be a number of ms from 0 (how long published rows are kept).`);
   }
+  if (opts.busyPollMaxMs < opts.busyPollMs) {
+    throw new Error(`createRelay: busyPollMaxMs (${opts.busyPollMaxMs}) must be at least busyPollMs (${opts.busyPollMs}): the busy poll grows from the one to the other as events arrive faster.`);
+  }
   if (!(opts.busyRampFromPerSec >= 0 && opts.busyRampToPerSec > opts.busyRampFromPerSec)) {
     throw new Error(`createRelay: busyRampToPerSec (${opts.busyRampToPerSec}) must be above busyRampFromPerSec (${opts.busyRampFromPerSec}), both events/s.`);
   }
@@ -274,7 +277,7 @@ export function createRelay(options: RelayOptions): Relay {
     // When the previous claim started, and whether the relay slept a busy poll since.
     let previousClaimAt = 0;
     let polled = false;
-    const ramp = { fromPerSec: opts.busyRampFromPerSec, toPerSec: opts.busyRampToPerSec, minMs: opts.busyPollMs, maxMs: Math.max(opts.busyPollMs, opts.busyPollMaxMs) };
+    const ramp = { fromPerSec: opts.busyRampFromPerSec, toPerSec: opts.busyRampToPerSec, minMs: opts.busyPollMs, maxMs: opts.busyPollMaxMs };
     const busyPollMs = () => busyPollFor(smoothedPerSec, ramp);
     // Confirmed rows are marked on their own, now, unless a claim follows within a short poll.
     const markAlone = () => mode !== 'busy' || busyPollMs() > MARK_WITH_NEXT_CLAIM_MS;
