@@ -6,7 +6,7 @@ import { consume, consumerQueues, listParked, pruneInbox, replayParked, type Con
 import { HEADERS, toMessage } from '../src/envelope.ts';
 import { command as parkedCommand } from '../../scripts/src/commands/parked.ts';
 import { main } from '../../scripts/src/cli.ts';
-import { appliedCount, createDomainTables, partitionableProxy, replicaHandler, tcpProxy, waitFor } from './helpers.ts';
+import { appliedCount, createDomainTables, execFileAsync, partitionableProxy, replicaHandler, tcpProxy, waitFor } from './helpers.ts';
 
 const db = await createTestDatabase('monolith');
 const broker = await createTestBroker();
@@ -279,6 +279,29 @@ describe('consume', () => {
     ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'garbage-2', persistent: true });
     await waitFor('parked after the queue came back', async () => (await listParked({ amqpUrl: broker.url, queue: c.queue })).total === 1, 10_000);
     expect(reconnects).toHaveBeenCalled();
+  });
+
+  it('sends a copy the broker refuses again, holding only that message, instead of reconnecting at each refusal', async () => {
+    const queue = `${broker.prefix}.refused`;
+    // A policy limits the parking queue to no message at all, refusing more: the broker nacks each copy.
+    const policy = `${broker.prefix}-refuse-copies`;
+    await execFileAsync('rabbitmqctl', ['set_policy', '--apply-to', 'queues', '--priority', '10', policy, `^${queue.replace(/\./g, '\\.')}\\.dead$`, '{"max-length":0,"overflow":"reject-publish"}'], { timeout: 30_000 });
+    const lost = vi.fn();
+    const refused: string[] = [];
+    try {
+      const c = await start({ queue });
+      c.events.on('consumer:connection:lost', lost);
+      c.events.on('consumer:error', ({ error }) => refused.push(String(error)));
+      ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'to-park', persistent: true });
+      for (let i = 0; i < 10; i++) publish(`flowing-${i}`, 1);
+      await waitFor('the copy refused three times', () => refused.filter((e) => /the broker refused the copy to queue .*\.dead/.test(e)).length >= 3, 20_000);
+      await waitFor('the other messages applied meanwhile', async () => (await appliedCount(db.knex)) === 10, 10_000);
+    } finally {
+      await execFileAsync('rabbitmqctl', ['clear_policy', policy], { timeout: 30_000 });
+    }
+    // Once the queue takes it, the copy is parked.
+    await waitFor('parked once the policy is gone', async () => (await listParked({ amqpUrl: broker.url, queue })).total === 1, 20_000);
+    expect(lost).not.toHaveBeenCalled();
   });
 
   it('when its queues cannot be declared, rejects and leaves nothing running behind', async () => {

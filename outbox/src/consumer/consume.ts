@@ -23,7 +23,7 @@ import { applyBatch, type EventHandler, type Outcome } from './apply-batch.ts';
 import { consumerTransaction } from './pg-transaction.ts';
 import { safeEmitConsumer, type ConsumerEventMap, type ConsumerEvents } from './events.ts';
 import { pruneInbox } from './inbox.ts';
-import { sendCopy } from './retry.ts';
+import { CopyRefusedError, sendCopy } from './retry.ts';
 import { coalesceWrites } from '../amqp-writes.ts';
 import { AckWindow } from './ack-window.ts';
 import { consumerQueues, declareConsumerTopology, DEFAULT_RETRY, retryDelays, type RetryPolicy } from './topology.ts';
@@ -499,32 +499,46 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     }
   }
 
-  /** Sends a failed delivery to the delay queue of its attempt, or parks it; acks the original once the copy is confirmed. */
+  /**
+   * Sends a failed delivery to the delay queue of its attempt, or parks it; acks the original once
+   * the copy is confirmed. A copy the broker refuses (CopyRefusedError) is sent again with
+   * backoff, the original held meanwhile: dropping the connection would have the broker redeliver
+   * every unacknowledged message, again at each refusal. Other failures drop the connection, the
+   * original unacked: a returned copy (its queue was deleted; the reconnect declares it again), a
+   * copy not confirmed in time (it may still land: sent again, it could land twice).
+   */
   async function retryOrPark(gen: Generation, msg: ConsumeMessage, event: ReceivedEvent | null, error: string, malformed: boolean) {
+    for (let failures = 0; ; failures++) {
+      try {
+        await sendRetryOrParkCopy(gen, msg, event, error, malformed);
+        return;
+      } catch (err) {
+        emit('consumer:error', { queue: name, component: 'amqp', error: err });
+        if (!(err instanceof CopyRefusedError) || !gen.alive || stopped) return onLost(gen, err);
+        await sleep(50 + backoffDelay(failures, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
+        if (!gen.alive || stopped) return;
+      }
+    }
+  }
+
+  async function sendRetryOrParkCopy(gen: Generation, msg: ConsumeMessage, event: ReceivedEvent | null, error: string, malformed: boolean) {
     const attempts = (event?.attempts ?? attemptsOf(msg.properties.headers)) + 1;
     const id = event?.id ?? String(msg.properties.messageId ?? '(no id)');
     const reason = error.slice(0, 1_000);
-    try {
-      if (malformed || attempts >= maxAttempts) {
-        await confirmed(sendCopy(gen.pub, queues.dead, msg, {
-          [HEADERS.attempts]: attempts,
-          [HEADERS.parkedError]: reason,
-          [HEADERS.parkedAt]: new Date().toISOString(),
-          [HEADERS.lastError]: null,
-        }));
-        ack(gen, [msg]);
-        emit('consumer:message:parked', { queue: name, id, attempts, error: reason });
-      } else {
-        const delayMs = delays[attempts - 1]!;
-        await confirmed(sendCopy(gen.pub, queues.delay(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason }));
-        ack(gen, [msg]);
-        emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
-      }
-    } catch (err) {
-      // Not acked. Drop this connection: the broker redelivers the original, and the reconnect
-      // declares the topology again (a deleted retry or parking queue comes back).
-      emit('consumer:error', { queue: name, component: 'amqp', error: err });
-      onLost(gen, err);
+    if (malformed || attempts >= maxAttempts) {
+      await confirmed(sendCopy(gen.pub, queues.dead, msg, {
+        [HEADERS.attempts]: attempts,
+        [HEADERS.parkedError]: reason,
+        [HEADERS.parkedAt]: new Date().toISOString(),
+        [HEADERS.lastError]: null,
+      }));
+      ack(gen, [msg]);
+      emit('consumer:message:parked', { queue: name, id, attempts, error: reason });
+    } else {
+      const delayMs = delays[attempts - 1]!;
+      await confirmed(sendCopy(gen.pub, queues.delay(delayMs), msg, { [HEADERS.attempts]: attempts, [HEADERS.lastError]: reason }));
+      ack(gen, [msg]);
+      emit('consumer:message:retrying', { queue: name, id, attempts, delayMs, error: reason });
     }
   }
 

@@ -56,6 +56,14 @@ export function copyOptions(msg: Pick<ConsumeMessage, 'properties'>, headers: Re
   };
 }
 
+/**
+ * sendCopy's rejection when the broker refused the copy (basic.nack): the queue exists but did not
+ * take it (a length limit a policy set with overflow reject-publish, a quorum queue with no leader).
+ */
+export class CopyRefusedError extends Error {
+  override name = 'CopyRefusedError';
+}
+
 const returnedCopies = new WeakMap<ConfirmChannel, Set<string>>();
 
 /** Copy ids the broker returned on `pub`, listening for returns from the first use on. */
@@ -88,7 +96,9 @@ export function sendCopy(pub: ConfirmChannel, queue: string, msg: Pick<ConsumeMe
       pub.sendToQueue(queue, msg.content, options, (err) => {
         // RabbitMQ sends the return of an unroutable mandatory message before its ack.
         const wasReturned = returned.delete(copyId);
-        if (err) reject(err);
+        // amqplib's error for a basic.nack, the broker's answer for a copy it would not take.
+        if (err && (err as Error).message === 'message nacked') reject(new CopyRefusedError(`the broker refused the copy to queue "${queue}" (nacked: a length limit on the queue? a quorum queue without a leader?)`));
+        else if (err) reject(err);
         else if (wasReturned) reject(new Error(`queue "${queue}" does not exist: the broker returned the copy`));
         else resolve();
       });
