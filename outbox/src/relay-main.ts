@@ -37,7 +37,8 @@ failover. Configured by the environment: PG* or DATABASE_URL, AMQP_URL, and
                                   (default 1000)
   RELAY_BUSY_POLL_MS              poll interval while busy, below the ramp (default 2)
   RELAY_BUSY_POLL_MAX_MS          poll interval above the ramp; larger batches, less CPU per
-                                  event, more latency (default 100)
+                                  event, more latency (default 100, or RELAY_BUSY_POLL_MS
+                                  when that is higher)
   RELAY_BUSY_RAMP_FROM_PER_SEC    events/s where the busy poll starts to grow (default 600)
   RELAY_BUSY_RAMP_TO_PER_SEC      events/s where it reaches RELAY_BUSY_POLL_MAX_MS (default 1000).
                                   Set the ramp below the rate your producers reach when the

@@ -289,18 +289,19 @@ describe('consume', () => {
     const lost = vi.fn();
     const refused: string[] = [];
     try {
-      const c = await start({ queue });
+      // More held messages than transactions at once: they must not take the transactions' places.
+      const c = await start({ queue, concurrency: 2 });
       c.events.on('consumer:connection:lost', lost);
       c.events.on('consumer:error', ({ error }) => refused.push(String(error)));
-      ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: 'to-park', persistent: true });
+      for (const id of ['to-park-1', 'to-park-2', 'to-park-3']) ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: id, persistent: true });
       for (let i = 0; i < 10; i++) publish(`flowing-${i}`, 1);
-      await waitFor('the copy refused three times', () => refused.filter((e) => /the broker refused the copy to queue .*\.dead/.test(e)).length >= 3, 20_000);
+      await waitFor('the copies refused three times', () => refused.filter((e) => /the broker refused the copy to queue .*\.dead/.test(e)).length >= 3, 20_000);
       await waitFor('the other messages applied meanwhile', async () => (await appliedCount(db.knex)) === 10, 10_000);
     } finally {
       await execFileAsync('rabbitmqctl', ['clear_policy', policy], { timeout: 30_000 });
     }
-    // Once the queue takes it, the copy is parked.
-    await waitFor('parked once the policy is gone', async () => (await listParked({ amqpUrl: broker.url, queue })).total === 1, 20_000);
+    // Once the queue takes them, the copies are parked.
+    await waitFor('parked once the policy is gone', async () => (await listParked({ amqpUrl: broker.url, queue })).total === 3, 20_000);
     expect(lost).not.toHaveBeenCalled();
   });
 

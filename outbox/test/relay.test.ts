@@ -548,6 +548,9 @@ describe('busy poll interval', () => {
     expect(() => createRelay({ connection, amqpUrl: 'amqp://127.0.0.1', busyPollMs: 50, busyPollMaxMs: 20 })).toThrow(/busyPollMaxMs \(20\) must be at least busyPollMs \(50\)/);
     const slow = loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, { RELAY_BUSY_POLL_MS: '50', RELAY_BUSY_POLL_MAX_MS: '20' });
     expect(() => relayOptionsFromEnv(slow, 'x')).toThrow(/RELAY_BUSY_POLL_MAX_MS="20": must be at least RELAY_BUSY_POLL_MS \("50"\)/);
+    // A minimum alone above the default maximum raises the maximum with it.
+    expect(relayOptionsFromEnv(loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, { RELAY_BUSY_POLL_MS: '200' }), 'x')).toMatchObject({ busyPollMs: 200, busyPollMaxMs: undefined });
+    expect(() => createRelay({ connection, amqpUrl: 'amqp://127.0.0.1', busyPollMs: 200 })).not.toThrow();
     expect(() => createRelay({ connection, amqpUrl: 'amqp://127.0.0.1', busyRampFromPerSec: 900, busyRampToPerSec: 900 })).toThrow(/busyRampToPerSec \(900\) must be above busyRampFromPerSec \(900\)/);
     const env = loadConfig({ ...pgEnv, ...amqpEnv, ...relayEnv }, { RELAY_BUSY_RAMP_FROM_PER_SEC: '2000', RELAY_BUSY_RAMP_TO_PER_SEC: '1000' });
     expect(() => relayOptionsFromEnv(env, 'x')).toThrow(/RELAY_BUSY_RAMP_TO_PER_SEC="1000": must be above RELAY_BUSY_RAMP_FROM_PER_SEC \("2000"\)/);

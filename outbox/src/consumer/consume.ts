@@ -156,6 +156,13 @@ const DB_PROBE_TIMEOUT_MS = 5_000;
  * and its aggregate, until the alarm ends.
  */
 const COPY_CONFIRM_TIMEOUT_MS = 30_000;
+/**
+ * How long a copy the broker keeps refusing is sent again before the connection is dropped
+ * (retryOrPark): meanwhile the message holds its aggregate, and the unacknowledged messages
+ * behind it count against the prefetch; a refusal that lasts (a length limit on a queue nobody
+ * drains) then costs a redelivery of the prefetch window a minute, not one per refusal.
+ */
+const COPY_REFUSED_GIVE_UP_MS = 60_000;
 /** How long stop() lets running transactions finish before it abandons them. */
 const STOP_GRACE_MS = 5_000;
 // While one transaction runs, pending messages wait for it (and then go in one batch) unless
@@ -216,7 +223,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   whole('prefetch', prefetch, 1, 65_535, 'unacknowledged messages at once');
   whole('concurrency', concurrency, 1, 1_000, 'transactions at once');
   whole('batchSize', batchSize, 1, 10_000, 'messages per transaction');
-  if (typeof retry !== 'object' || retry === null) throw new Error(`consume(${name}): retry (${JSON.stringify(retry)}) must be an object such as { maxAttempts: 8, baseMs: 1000, maxMs: 60000 }.`);
+  if (typeof retry !== 'object' || retry === null || Array.isArray(retry)) throw new Error(`consume(${name}): retry (${JSON.stringify(retry)}) must be an object such as { maxAttempts: 8, baseMs: 1000, maxMs: 60000 }.`);
   // An option given as undefined takes its default, as an absent one does.
   const policy = { ...DEFAULT_RETRY, ...Object.fromEntries(Object.entries(retry).filter(([, v]) => v !== undefined)) };
   whole('retry.maxAttempts', policy.maxAttempts, 1, 100, 'failed deliveries before a message is parked');
@@ -235,7 +242,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   // came) can go round the delay queues and come back that late: its inbox row must still be there.
   const retryCycleMs = delays.reduce((a, b) => a + b, 0);
   if (inboxRetentionMs !== null && inboxRetentionMs < retryCycleMs) {
-    throw new Error(`consume(${name}): inboxRetentionMs (${inboxRetentionMs}) must be at least the retry cycle, ${retryCycleMs} ms (the sum of the retry delays): a message that took effect can come back that late, and only its inbox row stops a second effect.`);
+    throw new Error(`consume(${name}): inboxRetentionMs (${inboxRetentionMs}${options.inboxRetentionMs === undefined ? ', the default' : ''}) must be at least the retry cycle, ${retryCycleMs} ms (the sum of the retry delays): a message that took effect can come back that late, and only its inbox row stops a second effect.`);
   }
   const events: ConsumerEvents = new EventEmitter<ConsumerEventMap>();
   const emit = <K extends keyof ConsumerEventMap>(n: K, ...args: ConsumerEventMap[K]) => safeEmitConsumer(events, n, ...args);
@@ -243,6 +250,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   let pending: Delivery[] = [];
   const busy = new Set<string>();
   const running = new Set<Promise<void>>();
+  // Copies of malformed messages on their way to the parking queue: awaited by stop(), but not
+  // counted against `concurrency` (a copy the broker refuses for a while must not stop the batches).
+  const parking = new Set<Promise<void>>();
   let dispatchScheduled = false;
   let recheck: NodeJS.Timeout | null = null;
   let current: Generation | null = null;
@@ -344,9 +354,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     try {
       event = fromMessage(msg);
     } catch (err) {
-      // Tracked like a transaction, so that stop() waits for its copy's confirm and ack.
-      const parking: Promise<void> = retryOrPark(gen, msg, null, (err as Error).message, true).finally(() => running.delete(parking));
-      running.add(parking);
+      // Tracked, so that stop() waits for its copy's confirm and ack.
+      const copy: Promise<void> = retryOrPark(gen, msg, null, (err as Error).message, true).finally(() => parking.delete(copy));
+      parking.add(copy);
       return;
     }
     pending.push({ gen, msg, event, key: `${event.aggregateType}\u0000${event.aggregateId}`, at: performance.now() });
@@ -396,14 +406,21 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       // The batch is in arrival order: its first message is its oldest.
       if (running.size && batch.length < batchSize && bytes < BATCH_MAX_BYTES && waitForRunning(batch[0]!.at)) return;
       pending = rest;
-      const keys = new Set(batch.map((d) => d.key));
-      for (const k of keys) busy.add(k);
-      const run: Promise<void> = processBatch(batch)
+      const held = new Set(batch.map((d) => d.key));
+      for (const k of held) busy.add(k);
+      // The batch gives its aggregates back when it ends, or earlier (processBatch) those whose
+      // messages are done while the copies of others are still on their way.
+      const release = (keys: Iterable<string>) => {
+        let freed = false;
+        for (const k of keys) if (held.delete(k)) freed = busy.delete(k) || freed;
+        if (freed && !stopped) scheduleDispatch();
+      };
+      const run: Promise<void> = processBatch(batch, release)
         // Not expected (processBatch handles failures): drop the connection so that the broker
         // redelivers whatever this batch left unacknowledged.
         .catch((error: unknown) => onLost(batch[0]!.gen, error))
         .finally(() => {
-          for (const k of keys) busy.delete(k);
+          release([...held]);
           running.delete(run);
           if (!stopped) dispatch();
         });
@@ -437,7 +454,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     return true;
   }
 
-  async function processBatch(batch: Delivery[]): Promise<void> {
+  async function processBatch(batch: Delivery[], release: (keys: Iterable<string>) => void): Promise<void> {
     const spans = tracingEnabled() ? new ConsumerSpans(name, batch) : null;
     const gen = batch[0]!.gen;
     let contention = 0;
@@ -467,7 +484,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         if (batch.length > 1) {
           // Find the failing message: one transaction each, in order.
           spans?.endAll('retried alone: its batch failed');
-          for (const d of batch) await processBatch([d]);
+          for (const d of batch) await processBatch([d], release);
           return;
         }
         emit('consumer:error', { queue: name, component: 'handler', error: err });
@@ -480,11 +497,13 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       let duplicates = 0;
       let ignored = 0;
       const gaps: Array<Promise<void>> = [];
+      const gapKeys = new Set<string>();
       const done: ConsumeMessage[] = [];
       batch.forEach((d, i) => {
         const o = outcomes[i]!;
         if (o.kind === 'gap') {
           gaps.push(retryOrPark(gen, d.msg, d.event, `version gap: ${d.event.aggregateType} ${d.event.aggregateId} is at version ${o.local ?? 'none'} here, event has ${d.event.aggregateVersion}`, false));
+          gapKeys.add(d.key);
           return;
         }
         if (o.kind === 'applied') applied.push(d.event);
@@ -494,7 +513,11 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       });
       ack(gen, done);
       emit('consumer:batch:committed', { queue: name, applied, duplicates, ignored });
-      await Promise.all(gaps);
+      if (gaps.length) {
+        // Only the gapped aggregates wait for their copies.
+        release(batch.map((d) => d.key).filter((k) => !gapKeys.has(k)));
+        await Promise.all(gaps);
+      }
       return;
     }
   }
@@ -502,19 +525,23 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   /**
    * Sends a failed delivery to the delay queue of its attempt, or parks it; acks the original once
    * the copy is confirmed. A copy the broker refuses (CopyRefusedError) is sent again with
-   * backoff, the original held meanwhile: dropping the connection would have the broker redeliver
-   * every unacknowledged message, again at each refusal. Other failures drop the connection, the
+   * backoff for up to COPY_REFUSED_GIVE_UP_MS, the original held meanwhile: dropping the
+   * connection would have the broker redeliver every unacknowledged message, again at each
+   * refusal. Other failures, and a refusal that outlasts that, drop the connection, the
    * original unacked: a returned copy (its queue was deleted; the reconnect declares it again), a
    * copy not confirmed in time (it may still land: sent again, it could land twice).
    */
   async function retryOrPark(gen: Generation, msg: ConsumeMessage, event: ReceivedEvent | null, error: string, malformed: boolean) {
+    const since = performance.now();
     for (let failures = 0; ; failures++) {
       try {
         await sendRetryOrParkCopy(gen, msg, event, error, malformed);
         return;
       } catch (err) {
         emit('consumer:error', { queue: name, component: 'amqp', error: err });
-        if (!(err instanceof CopyRefusedError) || !gen.alive || stopped) return onLost(gen, err);
+        // Stopping: not acked, so redelivered to the next consumer; stop() closes the channels.
+        if (!gen.alive || stopped) return;
+        if (!(err instanceof CopyRefusedError) || performance.now() - since >= COPY_REFUSED_GIVE_UP_MS) return onLost(gen, err);
         await sleep(50 + backoffDelay(failures, { baseMs: 250, maxMs: 5_000 }), stopping.signal);
         if (!gen.alive || stopped) return;
       }
@@ -600,7 +627,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     // Running transactions finish; a prune in progress ends after its current statement. Those
     // still running after the grace are abandoned: their connections go back to the pool (the
     // caller destroys it next, which would otherwise wait for them), their messages are redelivered.
-    await settlesWithin(Promise.allSettled([...running, ...(pruning ? [pruning] : [])]), STOP_GRACE_MS);
+    await settlesWithin(Promise.allSettled([...running, ...parking, ...(pruning ? [pruning] : [])]), STOP_GRACE_MS);
     abandon.abort(new Error('the consumer stopped'));
     await settlesWithin(Promise.allSettled([...running]), 1_000);
     // A reconnect in flight notices `stopped` and closes what it opened, however late.

@@ -91,14 +91,20 @@ async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: Confirm
     await probe.close();
     const ch = await conn.createConfirmChannel();
     ch.on('error', () => {});
+    // The channel's close handshake makes the broker process our acks first (closing only the
+    // connection can drop them: a message replayed would then be both back in <queue>.events and
+    // still parked) and requeues every message fetched and not acked. Closed after a failure
+    // too, for the replays done before it; a close that fails after a success is the caller's
+    // error, since the acks may not have reached the broker.
+    let result: T;
     try {
-      return await fn(ch, dead, messageCount);
-    } finally {
-      // The channel's close handshake makes the broker process our acks first (closing only the
-      // connection can drop them, and a message replayed before a failure would then be both
-      // back in <queue>.events and still parked) and requeues every message fetched and not acked.
+      result = await fn(ch, dead, messageCount);
+    } catch (err) {
       await settlesWithin(ch.close().catch(() => {}), 5_000);
+      throw err;
     }
+    await ch.close();
+    return result;
   } finally {
     await conn.close().catch(() => {});
   }
@@ -111,7 +117,7 @@ function describeParked(msg: GetMessage): ParkedMessage {
   try {
     const parsed: unknown = JSON.parse(body);
     // JSON that is not an object (null, a number) is as malformed as text that is not JSON.
-    if (typeof parsed === 'object' && parsed !== null) envelope = parsed;
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) envelope = parsed;
   } catch {
     // a malformed message is listed as it is
   }

@@ -11,7 +11,8 @@ export const relayEnv = {
   RELAY_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(500),
   RELAY_POLL_INTERVAL_MS: ms(1_000, 10),
   RELAY_BUSY_POLL_MS: ms(2),
-  RELAY_BUSY_POLL_MAX_MS: ms(100),
+  // Unset: 100, or RELAY_BUSY_POLL_MS where that is higher (createRelay).
+  RELAY_BUSY_POLL_MAX_MS: z.coerce.number().int().min(1).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node.js can set`).optional(),
   RELAY_BUSY_RAMP_FROM_PER_SEC: z.coerce.number().int().min(0).default(600),
   RELAY_BUSY_RAMP_TO_PER_SEC: z.coerce.number().int().min(1).default(1_000),
   RELAY_NOTIFY: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('on'),
@@ -31,7 +32,7 @@ export type RelayEnv = Readonly<z.infer<z.ZodObject<typeof relayEnv>>> & PgEnv &
 
 /** Relay options from a loaded environment; throws a message naming the settings when they contradict each other. */
 export function relayOptionsFromEnv(env: RelayEnv, database: string): RelayOptions {
-  if (env.RELAY_BUSY_POLL_MAX_MS < env.RELAY_BUSY_POLL_MS) {
+  if (env.RELAY_BUSY_POLL_MAX_MS !== undefined && env.RELAY_BUSY_POLL_MAX_MS < env.RELAY_BUSY_POLL_MS) {
     throw new Error(
       `RELAY_BUSY_POLL_MAX_MS="${env.RELAY_BUSY_POLL_MAX_MS}": must be at least RELAY_BUSY_POLL_MS ("${env.RELAY_BUSY_POLL_MS}"); the busy poll grows from the one to the other as events arrive faster.`,
     );

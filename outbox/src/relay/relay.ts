@@ -39,7 +39,8 @@ export interface RelayOptions {
   busyPollMs?: number;
   /**
    * Poll interval while events arrive at `busyRampToPerSec` or faster; in between it grows
-   * linearly from `busyPollMs` to this. Default 100 ms. See BUSY_RAMP_FROM_PER_SEC.
+   * linearly from `busyPollMs` to this. Default 100 ms, or `busyPollMs` if that is higher. See
+   * BUSY_RAMP_FROM_PER_SEC.
    */
   busyPollMaxMs?: number;
   /** Events/s above which the busy poll starts to grow (latency gives way to batching). Default 600. */
@@ -193,6 +194,9 @@ export function createRelay(options: RelayOptions): Relay {
     instance: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
     ...stripUndefined(options),
   };
+  // Only a maximum given explicitly can contradict the minimum: a busyPollMs above the default
+  // maximum alone raises it (busy polls never shorter than asked).
+  if (options.busyPollMaxMs === undefined) opts.busyPollMaxMs = Math.max(opts.busyPollMs, opts.busyPollMaxMs);
   for (const name of ['pollIntervalMs', 'busyPollMs', 'busyPollMaxMs', 'confirmTimeoutMs', 'fullScanIntervalMs', 'claimFloorHeldWarnMs', 'leaseRetryMs', 'retentionIntervalMs'] as const) {
     if (!(opts[name] > 0 && opts[name] <= MAX_TIMER_MS)) throw new Error(`createRelay: ${name} (${opts[name]}) must be above 0 and at most ${MAX_TIMER_MS} ms.`);
   }
