@@ -31,7 +31,7 @@ export interface ParkedOptions {
  * `total` is the queue's length; at most `limit` messages are listed.
  */
 export async function listParked({ amqpUrl, queue, limit = 100 }: ParkedOptions): Promise<{ total: number; messages: ParkedMessage[] }> {
-  return withDeadQueue(amqpUrl, queue, async (ch, dead, messageCount) => {
+  return withDeadQueue(amqpUrl, queue, false, async (ch, dead, messageCount) => {
     const messages: ParkedMessage[] = [];
     for (let i = 0; i < Math.min(limit, messageCount); i++) {
       const msg = await ch.get(dead, { noAck: false });
@@ -51,7 +51,7 @@ export async function listParked({ amqpUrl, queue, limit = 100 }: ParkedOptions)
  */
 export async function replayParked({ amqpUrl, queue, limit = 1_000, id }: ParkedOptions & { id?: string }): Promise<{ replayed: ParkedMessage[]; remaining: number }> {
   const { events } = consumerQueues(queue);
-  return withDeadQueue(amqpUrl, queue, async (ch, dead, messageCount) => {
+  return withDeadQueue(amqpUrl, queue, true, async (ch, dead, messageCount) => {
     const replayed: ParkedMessage[] = [];
     for (let i = 0; i < messageCount && replayed.length < limit; i++) {
       const msg = await ch.get(dead, { noAck: false });
@@ -73,8 +73,14 @@ export async function replayParked({ amqpUrl, queue, limit = 1_000, id }: Parked
   });
 }
 
-/** Runs `fn` on a confirm channel with the parking queue's name and length; a missing queue is an error that says what to give. */
-async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: ConfirmChannel, dead: string, messageCount: number) => Promise<T>): Promise<T> {
+const CLOSE_TIMEOUT_MS = 5_000;
+
+/**
+ * Runs `fn` on a confirm channel with the parking queue's name and length; a missing queue is an
+ * error that says what to give. `acks`: whether `fn` acknowledges messages (a replay), so that a
+ * channel that does not close cleanly afterwards is an error.
+ */
+async function withDeadQueue<T>(amqpUrl: string, queue: string, acks: boolean, fn: (ch: ConfirmChannel, dead: string, messageCount: number) => Promise<T>): Promise<T> {
   const { dead } = consumerQueues(queue);
   const conn = await connectAmqp(amqpUrl, `${queue}-parked`);
   try {
@@ -94,16 +100,19 @@ async function withDeadQueue<T>(amqpUrl: string, queue: string, fn: (ch: Confirm
     // The channel's close handshake makes the broker process our acks first (closing only the
     // connection can drop them: a message replayed would then be both back in <queue>.events and
     // still parked) and requeues every message fetched and not acked. Closed after a failure
-    // too, for the replays done before it; a close that fails after a success is the caller's
-    // error, since the acks may not have reached the broker.
+    // too, for the replays done before it. Bounded: amqplib never settles the close of a channel
+    // whose connection died first.
     let result: T;
     try {
       result = await fn(ch, dead, messageCount);
     } catch (err) {
-      await settlesWithin(ch.close().catch(() => {}), 5_000);
+      await settlesWithin(ch.close().catch(() => {}), CLOSE_TIMEOUT_MS);
       throw err;
     }
-    await ch.close();
+    let closed = false;
+    await settlesWithin(ch.close().then(() => void (closed = true), () => {}), CLOSE_TIMEOUT_MS);
+    // Only acks make a failed close matter: the messages replayed may then still be parked too.
+    if (!closed && acks) throw new Error(`The channel on "${dead}" did not close cleanly after the replay: the messages replayed are back in the consumer's queue, but some may also still be parked (list them, and replay again: the inbox makes a second copy harmless).`);
     return result;
   } finally {
     await conn.close().catch(() => {});
