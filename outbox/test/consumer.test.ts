@@ -289,11 +289,20 @@ describe('consume', () => {
     const lost = vi.fn();
     const refused: string[] = [];
     try {
-      // More held messages than transactions at once: they must not take the transactions' places.
-      const c = await start({ queue, concurrency: 2 });
+      // Held messages, malformed ones and one the handler refuses (parked at its first failure),
+      // must not take the place of the one transaction allowed at once.
+      const c = await start({
+        queue,
+        concurrency: 1,
+        retry: { maxAttempts: 1 },
+        handler: replicaHandler((e) => {
+          if (e.aggregateId === 'poison') throw new Error('refused by the handler');
+        }),
+      });
       c.events.on('consumer:connection:lost', lost);
       c.events.on('consumer:error', ({ error }) => refused.push(String(error)));
-      for (const id of ['to-park-1', 'to-park-2', 'to-park-3']) ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: id, persistent: true });
+      for (const id of ['to-park-1', 'to-park-2']) ch.publish(broker.exchange, 'item.created', Buffer.from('not json'), { messageId: id, persistent: true });
+      publish('poison', 1);
       for (let i = 0; i < 10; i++) publish(`flowing-${i}`, 1);
       await waitFor('the copies refused three times', () => refused.filter((e) => /the broker refused the copy to queue .*\.dead/.test(e)).length >= 3, 20_000);
       await waitFor('the other messages applied meanwhile', async () => (await appliedCount(db.knex)) === 10, 10_000);
@@ -302,6 +311,7 @@ describe('consume', () => {
     }
     // Once the queue takes them, the copies are parked.
     await waitFor('parked once the policy is gone', async () => (await listParked({ amqpUrl: broker.url, queue })).total === 3, 20_000);
+    expect(await replicaVersion('poison')).toBeNull();
     expect(lost).not.toHaveBeenCalled();
   });
 

@@ -248,11 +248,33 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   const emit = <K extends keyof ConsumerEventMap>(n: K, ...args: ConsumerEventMap[K]) => safeEmitConsumer(events, n, ...args);
   // Messages not yet in a transaction, in arrival order; aggregates held by running transactions.
   let pending: Delivery[] = [];
-  const busy = new Set<string>();
+  // Holds on each aggregate: one per running batch with messages of it, one per copy of its
+  // messages on the way to a delay or parking queue. Held aggregates wait.
+  const busy = new Map<string, number>();
+  const isBusy = (key: string) => busy.has(key);
+  const hold = (key: string) => void busy.set(key, (busy.get(key) ?? 0) + 1);
+  /** Gives one hold on `key` back; true if that freed it. */
+  const unhold = (key: string) => {
+    const n = (busy.get(key) ?? 0) - 1;
+    if (n > 0) busy.set(key, n);
+    else busy.delete(key);
+    return n <= 0;
+  };
   const running = new Set<Promise<void>>();
-  // Copies of malformed messages on their way to the parking queue: awaited by stop(), but not
-  // counted against `concurrency` (a copy the broker refuses for a while must not stop the batches).
-  const parking = new Set<Promise<void>>();
+  // Copies on their way to a delay or parking queue (retryOrPark): awaited by stop(), but not
+  // counted against `concurrency`, so that a copy the broker refuses for a while holds only its
+  // own aggregate, not a transaction's place.
+  const copying = new Set<Promise<void>>();
+
+  /** Tracks `copy` (see `copying`), holding `key`'s aggregate, if given, until it settles. */
+  function trackCopy(copy: Promise<void>, key?: string) {
+    if (key !== undefined) hold(key);
+    const tracked: Promise<void> = copy.finally(() => {
+      copying.delete(tracked);
+      if (key !== undefined && unhold(key) && !stopped) scheduleDispatch();
+    });
+    copying.add(tracked);
+  }
   let dispatchScheduled = false;
   let recheck: NodeJS.Timeout | null = null;
   let current: Generation | null = null;
@@ -354,9 +376,7 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     try {
       event = fromMessage(msg);
     } catch (err) {
-      // Tracked, so that stop() waits for its copy's confirm and ack.
-      const copy: Promise<void> = retryOrPark(gen, msg, null, (err as Error).message, true).finally(() => parking.delete(copy));
-      parking.add(copy);
+      trackCopy(retryOrPark(gen, msg, null, (err as Error).message, true));
       return;
     }
     pending.push({ gen, msg, event, key: `${event.aggregateType}\u0000${event.aggregateId}`, at: performance.now() });
@@ -392,9 +412,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       const batch: Delivery[] = [];
       const rest: Delivery[] = [];
       let bytes = 0;
-      const gen = pending.find((d) => !busy.has(d.key))?.gen;
+      const gen = pending.find((d) => !isBusy(d.key))?.gen;
       for (const d of pending) {
-        if (batch.length < batchSize && bytes < BATCH_MAX_BYTES && d.gen === gen && !busy.has(d.key) && !skipped.has(d.key)) {
+        if (batch.length < batchSize && bytes < BATCH_MAX_BYTES && d.gen === gen && !isBusy(d.key) && !skipped.has(d.key)) {
           batch.push(d);
           bytes += d.msg.content.length;
         } else {
@@ -406,21 +426,14 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       // The batch is in arrival order: its first message is its oldest.
       if (running.size && batch.length < batchSize && bytes < BATCH_MAX_BYTES && waitForRunning(batch[0]!.at)) return;
       pending = rest;
-      const held = new Set(batch.map((d) => d.key));
-      for (const k of held) busy.add(k);
-      // The batch gives its aggregates back when it ends, or earlier (processBatch) those whose
-      // messages are done while the copies of others are still on their way.
-      const release = (keys: Iterable<string>) => {
-        let freed = false;
-        for (const k of keys) if (held.delete(k)) freed = busy.delete(k) || freed;
-        if (freed && !stopped) scheduleDispatch();
-      };
-      const run: Promise<void> = processBatch(batch, release)
+      const keys = new Set(batch.map((d) => d.key));
+      for (const k of keys) hold(k);
+      const run: Promise<void> = processBatch(batch)
         // Not expected (processBatch handles failures): drop the connection so that the broker
         // redelivers whatever this batch left unacknowledged.
         .catch((error: unknown) => onLost(batch[0]!.gen, error))
         .finally(() => {
-          release([...held]);
+          for (const k of keys) unhold(k);
           running.delete(run);
           if (!stopped) dispatch();
         });
@@ -454,7 +467,11 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     return true;
   }
 
-  async function processBatch(batch: Delivery[], release: (keys: Iterable<string>) => void): Promise<void> {
+  /**
+   * Applies a batch in one transaction; on failure, each of its messages alone. The copies of
+   * failed and gapped messages go on in the background (trackCopy), holding their aggregates.
+   */
+  async function processBatch(batch: Delivery[]): Promise<void> {
     const spans = tracingEnabled() ? new ConsumerSpans(name, batch) : null;
     const gen = batch[0]!.gen;
     let contention = 0;
@@ -484,26 +501,23 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
         if (batch.length > 1) {
           // Find the failing message: one transaction each, in order.
           spans?.endAll('retried alone: its batch failed');
-          for (const d of batch) await processBatch([d], release);
+          for (const d of batch) await processBatch([d]);
           return;
         }
         emit('consumer:error', { queue: name, component: 'handler', error: err });
         spans?.endAll(undefined, err);
-        await retryOrPark(gen, batch[0]!.msg, batch[0]!.event, describe(err), false);
+        trackCopy(retryOrPark(gen, batch[0]!.msg, batch[0]!.event, describe(err), false), batch[0]!.key);
         return;
       }
       spans?.endWith(outcomes);
       const applied: ReceivedEvent[] = [];
       let duplicates = 0;
       let ignored = 0;
-      const gaps: Array<Promise<void>> = [];
-      const gapKeys = new Set<string>();
       const done: ConsumeMessage[] = [];
       batch.forEach((d, i) => {
         const o = outcomes[i]!;
         if (o.kind === 'gap') {
-          gaps.push(retryOrPark(gen, d.msg, d.event, `version gap: ${d.event.aggregateType} ${d.event.aggregateId} is at version ${o.local ?? 'none'} here, event has ${d.event.aggregateVersion}`, false));
-          gapKeys.add(d.key);
+          trackCopy(retryOrPark(gen, d.msg, d.event, `version gap: ${d.event.aggregateType} ${d.event.aggregateId} is at version ${o.local ?? 'none'} here, event has ${d.event.aggregateVersion}`, false), d.key);
           return;
         }
         if (o.kind === 'applied') applied.push(d.event);
@@ -513,11 +527,6 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       });
       ack(gen, done);
       emit('consumer:batch:committed', { queue: name, applied, duplicates, ignored });
-      if (gaps.length) {
-        // Only the gapped aggregates wait for their copies.
-        release(batch.map((d) => d.key).filter((k) => !gapKeys.has(k)));
-        await Promise.all(gaps);
-      }
       return;
     }
   }
@@ -627,7 +636,10 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
     // Running transactions finish; a prune in progress ends after its current statement. Those
     // still running after the grace are abandoned: their connections go back to the pool (the
     // caller destroys it next, which would otherwise wait for them), their messages are redelivered.
-    await settlesWithin(Promise.allSettled([...running, ...parking, ...(pruning ? [pruning] : [])]), STOP_GRACE_MS);
+    // Copies a batch started (its failures) are in `copying` once `running` settled: both within the grace.
+    const graceEnds = performance.now() + STOP_GRACE_MS;
+    await settlesWithin(Promise.allSettled([...running, ...(pruning ? [pruning] : [])]), STOP_GRACE_MS);
+    await settlesWithin(Promise.allSettled([...copying]), Math.max(0, graceEnds - performance.now()));
     abandon.abort(new Error('the consumer stopped'));
     await settlesWithin(Promise.allSettled([...running]), 1_000);
     // A reconnect in flight notices `stopped` and closes what it opened, however late.
