@@ -416,7 +416,7 @@ async function main() {
       console.error(`CPU µs per event during the last round's pipeline phase and drain: ${JSON.stringify(Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round((v / lastRoundEvents) * 1e6)])))}`);
       // Events per consumer transaction and per relay mark statement (rows marked together share
       // published_at, the statement's now()).
-      const { rows: marks } = await admin.raw(`select count(*)::int as events, count(distinct published_at)::int as marks from outbox_published`);
+      const { rows: marks } = await admin.raw(`select count(*)::int as events, count(distinct published_at)::int as marks from outbox where published_at is not null`);
       const m = marks[0] as { events: number; marks: number };
       console.error(`over all rounds: events per consumer transaction ${round(appliedTotal / appliedBatches)}, per relay mark ${round(m.events / m.marks)}`);
     }
@@ -486,7 +486,7 @@ async function main() {
         `over 10 ms: ${round((100 * slow.length) / committed.size)}% of events` +
           (bursts.length ? `, in ${bursts.length} bursts (median ${median(sizes)} events, largest ${sizes.at(-1)} over ${round(Math.max(...bursts.map((b) => b.at(-1)! - b[0]!)))} ms)` : ''),
       );
-      const { rows } = await admin.raw(`select id, extract(epoch from published_at) * 1000 as p from outbox_published where id = any(?::uuid[])`, [[...committed.keys()]]);
+      const { rows } = await admin.raw(`select id, extract(epoch from published_at) * 1000 as p from outbox where id = any(?::uuid[])`, [[...committed.keys()]]);
       const stage = (f: (id: string, t: number) => number) => { const v = [...committed].map(([id, t]) => f(id, t)).sort((a, b) => a - b); return `${round(percentile(v, 50))}/${round(percentile(v, 99))}`; };
       const pub = new Map<string, number>(rows.map((r: { id: string; p: number }) => [r.id, Number(r.p)]));
       // published_at is written when the relay marks the row, which it does with its next claim

@@ -1,7 +1,6 @@
 export * from './schema.ts';
 export * from './inbox-schema.ts';
 export * from './writer.ts';
-export { republish } from './republish.ts';
 export { HEADERS, type ReceivedEvent } from './envelope.ts';
 export { createRelay, type Relay, type RelayOptions } from './relay/relay.ts';
 export { relayEnv, relayOptionsFromEnv } from './relay/config.ts';

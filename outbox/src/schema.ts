@@ -8,8 +8,7 @@ export const OUTBOX_XID_TRIGGER = 'outbox_assign_xid';
 
 /**
  * The outbox table (DESIGN.md "Events"), the same in every database that publishes, plus the
- * one-row `outbox_relay` table through which the relay steers the NOTIFY trigger, and
- * `outbox_published`, where the relay moves the rows it published (createOutboxPublished).
+ * one-row `outbox_relay` table through which the relay steers the NOTIFY trigger.
  *
  * `seq` orders rows by insertion, not by commit: a transaction can commit after rows with a
  * higher `seq`. So the relay never keeps a high-water mark; it publishes every row whose
@@ -42,7 +41,6 @@ export async function createOutboxSchema(knex: Knex): Promise<void> {
     t.timestamp('next_attempt_at', { useTz: true });
   });
   await createOutboxIndexes(knex);
-  // For retention of rows marked published where they were (a relay without outbox_published).
   await knex.raw('create index outbox_published_at_idx on outbox (published_at) where published_at is not null');
   await knex.raw('create unique index outbox_aggregate_version_idx on outbox (aggregate_type, aggregate_id, aggregate_version)');
   await knex.schema.createTable('outbox_relay', (t) => {
@@ -63,63 +61,6 @@ export async function createOutboxSchema(knex: Knex): Promise<void> {
     end $$`);
   await knex.raw('create trigger outbox_notify after insert on outbox for each statement execute function outbox_notify()');
   await createOutboxXidTrigger(knex);
-  await createOutboxPublished(knex);
-}
-
-/** Where the relay moves the rows it published (createOutboxPublished). */
-export const OUTBOX_PUBLISHED = 'outbox_published';
-
-/**
- * `outbox_published`: the rows the relay published, moved out of `outbox` by the statement that
- * records their confirms (relay/claim.ts), with `published_at` and `attempts`, and deleted by
- * retention (`RELAY_RETENTION_HOURS`). `outbox` then holds only what is still to publish.
- *
- * Why move them rather than mark them in place: marking updates each row, a new row version
- * with an entry in each of the outbox's four indexes, in the pages the writers are inserting
- * into; moving is a delete (no index entry) and an insert into a table with one BRIN index.
- * Measured here with pgbench writers (bench/outbox.ts has the end-to-end figures): marking
- * in place cost the writers ~10% of their commits/s, moving ~2%. The move copies a payload
- * Postgres stored out of line (TOAST, from ~2 kB) where an update kept it: large events cost more
- * to publish this way.
- *
- * No unique or primary key: the move must never fail. So `outbox_aggregate_version_idx` refuses
- * a version appended twice only while the first is unpublished; after that, consumers' version
- * rule takes the second for stale. Look rows up by `published_at` (the BRIN index) or add the
- * index your queries need.
- *
- * Idempotent (migrations monolith 103, notification 008). A relay finds it at each lease and full
- * scan; without it, the relay marks rows published where they are, as it did before.
- */
-export async function createOutboxPublished(knex: Knex): Promise<void> {
-  await knex.raw(`
-    create table if not exists ${OUTBOX_PUBLISHED} (
-      id uuid not null,
-      seq bigint not null,
-      aggregate_type text not null,
-      aggregate_id text not null,
-      aggregate_version integer not null,
-      event_type text not null,
-      payload jsonb not null,
-      headers jsonb not null,
-      created_at timestamptz not null,
-      published_at timestamptz not null,
-      attempts integer not null)`);
-  await knex.raw(`create index if not exists ${OUTBOX_PUBLISHED}_published_at_idx on ${OUTBOX_PUBLISHED} using brin (published_at)`);
-}
-
-/**
- * Undoes createOutboxPublished: its rows go back to `outbox`, marked published (retention deletes
- * them there), and the table is dropped. Stop the relays first, or start them again after: a
- * relay that found the table marks through it until its next full scan.
- */
-export async function dropOutboxPublished(knex: Knex): Promise<void> {
-  if (!(await knex.schema.hasTable(OUTBOX_PUBLISHED))) return;
-  await knex.raw(`
-    insert into outbox (id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers, created_at, published_at, attempts)
-      overriding system value
-      select id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers, created_at, published_at, attempts from ${OUTBOX_PUBLISHED}
-      on conflict do nothing`);
-  await knex.raw(`drop table ${OUTBOX_PUBLISHED}`);
 }
 
 /**
@@ -203,7 +144,6 @@ async function indexValid(knex: Knex, name: string): Promise<boolean | null> {
 }
 
 export async function dropOutboxSchema(knex: Knex): Promise<void> {
-  await knex.raw(`drop table if exists ${OUTBOX_PUBLISHED}`);
   await knex.raw('drop table if exists outbox');
   await knex.raw('drop table if exists outbox_relay');
   await knex.raw('drop function if exists outbox_notify()');

@@ -186,9 +186,9 @@ export const replicaHandler = (onApply?: (event: { id: string; aggregateId: stri
 export async function assertExactlyOnceInOrder(knex: Knex, expected: number): Promise<void> {
   const { rows } = await knex.raw<{ rows: Array<{ event_id: string; aggregate_id: string; version: number }> }>('select event_id, aggregate_id, version from applied order by n');
   const ids = new Set(rows.map((r) => r.event_id));
-  const { rows: written } = await knex.raw(`select (select count(*) from outbox) + (select count(*) from outbox_published) as count`);
-  if (rows.length !== expected || ids.size !== expected || Number(written[0].count) !== expected) {
-    throw new Error(`expected ${expected} events applied once each; outbox and outbox_published have ${written[0].count}, applied ${rows.length} effects of ${ids.size} distinct events`);
+  const outbox = await knex('outbox').count<{ count: number }[]>({ count: '*' });
+  if (rows.length !== expected || ids.size !== expected || Number(outbox[0]!.count) !== expected) {
+    throw new Error(`expected ${expected} events applied once each; outbox has ${outbox[0]!.count}, applied ${rows.length} effects of ${ids.size} distinct events`);
   }
   const last = new Map<string, number>();
   for (const r of rows) {
@@ -196,21 +196,6 @@ export async function assertExactlyOnceInOrder(knex: Knex, expected: number): Pr
     if (r.version !== prev + 1) throw new Error(`aggregate ${r.aggregate_id}: version ${r.version} applied after ${prev}`);
     last.set(r.aggregate_id, r.version);
   }
-}
-
-/** When the outbox row `id` was published (moved to outbox_published, or marked in place), or null. */
-export async function publishedAt(knex: Knex, id: string): Promise<Date | null> {
-  const { rows } = await knex.raw(
-    `select published_at from outbox_published where id = ? union all select published_at from outbox where id = ? and published_at is not null limit 1`,
-    [id, id],
-  );
-  return rows[0]?.published_at ?? null;
-}
-
-/** Rows published: in outbox_published, and marked in place in outbox. */
-export async function publishedCount(knex: Knex): Promise<number> {
-  const { rows } = await knex.raw(`select (select count(*) from outbox_published) + (select count(*) from outbox where published_at is not null) as n`);
-  return Number(rows[0].n);
 }
 
 export const appliedCount = async (knex: Knex) => Number((await knex('applied').count<{ c: number }[]>({ c: '*' }))[0]!.c);

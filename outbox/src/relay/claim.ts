@@ -1,26 +1,8 @@
 import type pg from 'pg';
 import type { OutboxRow } from '../envelope.ts';
-import { OUTBOX_PUBLISHED, OUTBOX_XID_TRIGGER } from '../schema.ts';
+import { OUTBOX_XID_TRIGGER } from '../schema.ts';
 
 const MARK_SET = 'published_at = now(), attempts = attempts + 1, last_error = null, next_attempt_at = null';
-const MOVED_COLUMNS = 'id, seq, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers, created_at';
-
-/**
- * The CTEs (of a WITH, which data-modifying ones must be at the top level of) that record the
- * rows whose seqs are in `param` as published: moved to `outbox_published` (schema.ts,
- * createOutboxPublished) or, in an outbox without it, marked where they are.
- */
-function markCtes(param: string, archive: boolean): string {
-  if (!archive) return `marked as (update outbox set ${MARK_SET} where seq = any(${param}::bigint[]))`;
-  return `moved as (delete from outbox where seq = any(${param}::bigint[]) returning ${MOVED_COLUMNS}, attempts),
-    marked as (insert into ${OUTBOX_PUBLISHED} (${MOVED_COLUMNS}, published_at, attempts)
-      select ${MOVED_COLUMNS}, now(), attempts + 1 from moved)`;
-}
-
-/** Where the leader records published rows (markCtes); checked at each lease and full scan (outboxPublishedExists). */
-export interface MarkTarget {
-  archive: boolean;
-}
 
 /** How `last_error` begins for a row the broker closed the channel over (PublishResult.refusedByBroker). */
 export const REFUSED_BY_BROKER = 'refused by the broker';
@@ -37,10 +19,9 @@ const CANDIDATE_INTERVAL_MS = 100;
  * only the leader claims (relay/leader.ts), and it runs this on the very session that holds the
  * lease, so a relay that lost its lease cannot claim or mark anything.
  *
- * The same statement first records as published the rows confirmed since the previous claim
- * ($3; markCtes): one round trip per cycle instead of two. The selects run on the statement's
- * snapshot, which does not see that change, so they leave those rows out themselves. Rows moved
- * out earlier lower `high` (the highest `seq` left in the outbox), which only keeps the floor lower.
+ * The same statement first marks published the rows confirmed since the previous claim ($3):
+ * one round trip per cycle instead of two. The selects run on the statement's snapshot, which
+ * does not see that update, so they leave those rows out themselves.
  *
  * Every result row (one with nulls when nothing is due) also carries what ClaimFloor needs:
  * `high`, the highest `seq` committed (on the statement's snapshot); `xid`, only when $6 asks
@@ -76,8 +57,8 @@ const PENDING = `published_at is null and next_attempt_at is null and seq >= $4
  */
 const SEQUENCE_LAST_VALUE = `case when has_sequence_privilege(pg_get_serial_sequence('outbox', 'seq'), 'SELECT,USAGE')
     then pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass) end`;
-const claimSql = (archive: boolean) => `
-  with ${markCtes('$3', archive)},
+export const CLAIM_SQL = `
+  with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[])),
   meta as (
     select least((select max(seq) from outbox), ${SEQUENCE_LAST_VALUE}) as high,
            case when $6::boolean then pg_current_xact_id()::text end as xid,
@@ -102,8 +83,6 @@ const claimSql = (archive: boolean) => `
       where b.upto - b.stored_bytes < $7
     ) due on true
    order by due.seq`;
-const CLAIM_SQL_IN_PLACE = claimSql(false);
-export const CLAIM_SQL = claimSql(true);
 
 /** What a claim tells ClaimFloor (see CLAIM_SQL). */
 export interface ClaimMeta {
@@ -114,23 +93,15 @@ export interface ClaimMeta {
 }
 
 /**
- * Records `confirmed` rows as published (in `target`) and claims up to `limit` rows, leaving out
- * `inFlight` (published, confirms awaited) and the confirmed rows; pending rows only from
- * `floor.start` up. Advances `floor` when given one.
+ * Marks `confirmed` rows published and claims up to `limit` rows, leaving out `inFlight`
+ * (published, confirms awaited) and the confirmed rows; pending rows only from `floor.start` up.
+ * Advances `floor` when given one.
  */
-export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = [], floor?: ClaimFloor, target: MarkTarget = { archive: false }): Promise<OutboxRow[]> {
-  // A trigger dropped or disabled, a sequence altered, outbox_published created or dropped while
-  // this relay leads: noticed here.
-  if (floor?.fullScanDue) {
-    floor.setSupported(await claimFloorSupported(session));
-    target.archive = await outboxPublishedExists(session);
-  }
+export async function claimBatch(session: pg.Client, limit: number, inFlight: number[] = [], confirmed: number[] = [], floor?: ClaimFloor): Promise<OutboxRow[]> {
+  // A trigger dropped or disabled, or a sequence altered, while this relay leads: noticed here.
+  if (floor?.fullScanDue) floor.setSupported(await claimFloorSupported(session));
   const { start, horizon, fullScan, candidate } = floor ? floor.next() : { start: 0, horizon: null, fullScan: true, candidate: false };
-  const { rows } = await session.query<OutboxRow & ClaimMeta>({
-    name: target.archive ? 'strangler_outbox_claim_move' : 'strangler_outbox_claim',
-    text: target.archive ? CLAIM_SQL : CLAIM_SQL_IN_PLACE,
-    values: [limit, inFlight, confirmed, start, horizon, candidate, CLAIM_MAX_STORED_BYTES],
-  });
+  const { rows } = await session.query<OutboxRow & ClaimMeta>({ name: 'strangler_outbox_claim', text: CLAIM_SQL, values: [limit, inFlight, confirmed, start, horizon, candidate, CLAIM_MAX_STORED_BYTES] });
   const claimed = rows[0]!.id === null ? [] : rows;
   floor?.advance(rows[0]!, inFlight, fullScan, claimed.length);
   return claimed;
@@ -264,16 +235,10 @@ export async function claimFloorSupported(session: pg.Client): Promise<boolean> 
   return rows[0]?.ok === true;
 }
 
-/** Records confirmed rows as published (markCtes), in one statement. */
-export async function markPublished(session: pg.Client, seqs: number[], target: MarkTarget = { archive: false }): Promise<void> {
+/** Marks confirmed rows published, in one statement. */
+export async function markPublished(session: pg.Client, seqs: number[]): Promise<void> {
   if (!seqs.length) return;
-  await session.query({ name: target.archive ? 'strangler_outbox_mark_move' : 'strangler_outbox_mark', text: `with ${markCtes('$1', target.archive)} select 1`, values: [seqs] });
-}
-
-/** Whether the outbox has `outbox_published` (createOutboxPublished) to move published rows to. */
-export async function outboxPublishedExists(session: pg.Client): Promise<boolean> {
-  const { rows } = await session.query<{ ok: boolean }>(`select to_regclass($1) is not null as ok`, [OUTBOX_PUBLISHED]);
-  return rows[0]?.ok === true;
+  await session.query({ name: 'strangler_outbox_mark', text: `update outbox set ${MARK_SET} where seq = any($1::bigint[])`, values: [seqs] });
 }
 
 /**

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { createDb, EVENTS_EXCHANGE, MAX_TIMER_MS, settlesWithin, sleep, type Knex, type PgConnection, type ReadinessCheck } from '@strangler/platform';
 import { OUTBOX_CHANNEL } from '../schema.ts';
-import { CLAIM_MAX_STORED_BYTES, ClaimFloor, claimBatch, claimFloorSupported, LAG_SQL, markPublished, markRejected, outboxPublishedExists, REFUSED_BY_BROKER, REFUSED_SQL, type MarkTarget } from './claim.ts';
+import { CLAIM_MAX_STORED_BYTES, ClaimFloor, claimBatch, claimFloorSupported, LAG_SQL, markPublished, markRejected, REFUSED_BY_BROKER, REFUSED_SQL } from './claim.ts';
 import { safeEmit, type RelayEventMap, type RelayEvents } from './events.ts';
 import { LeaderLease, type Tenure } from './leader.ts';
 import { OutboxListener } from './listener.ts';
@@ -269,7 +269,6 @@ export function createRelay(options: RelayOptions): Relay {
     await setNotify(session, opts.notify);
     emit('relay:mode', { mode });
     const floor = new ClaimFloor(await claimFloorSupported(session), opts.fullScanIntervalMs);
-    const target: MarkTarget = { archive: await outboxPublishedExists(session) };
     let floorEnabled = floor.enabled;
     let floorHeldWarned = false;
     emit('relay:claim:floor', { enabled: floorEnabled });
@@ -301,7 +300,7 @@ export function createRelay(options: RelayOptions): Relay {
       // What the broker confirmed is safe even when the batch failed part-way. It is marked by
       // the next claim when that comes within a short poll; otherwise now, on its own: a relay
       // that dies with confirmed rows unmarked makes the next leader publish them again.
-      if (sleeping && markAlone()) await markPublished(session, result.confirmed.map((r) => r.seq), target);
+      if (sleeping && markAlone()) await markPublished(session, result.confirmed.map((r) => r.seq));
       else for (const r of result.confirmed) confirmed.push(r.seq);
       await markRejected(session, result.rejected.map((r) => ({ seq: r.row.seq, reason: r.reason })));
       for (const r of result.rejected) emit('relay:publish:rejected', { id: r.row.id, eventType: r.row.event_type, kind: r.kind, reason: r.reason });
@@ -333,7 +332,7 @@ export function createRelay(options: RelayOptions): Relay {
           await Promise.all(inFlight.keys());
           transportFailed = false;
         }
-        if (confirmed.length && !pub.isReady) await markPublished(session, confirmed.splice(0), target); // no claim until the broker is back
+        if (confirmed.length && !pub.isReady) await markPublished(session, confirmed.splice(0)); // no claim until the broker is back
         // A leader that cannot reach the broker hands the lease to one that can (see
         // BROKER_LOST_HANDOVER_MS); while it waits, nothing is claimed.
         if (!(await pub.ready(signal, BROKER_LOST_HANDOVER_MS))) {
@@ -354,7 +353,7 @@ export function createRelay(options: RelayOptions): Relay {
         const claimedAt = performance.now();
         let rows: OutboxRow[];
         try {
-          rows = await claimBatch(session, isolating ? 1 : opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking, floor, target);
+          rows = await claimBatch(session, isolating ? 1 : opts.batchSize, [...inFlight.values()].flatMap((b) => b.seqs), marking, floor);
         } catch (err) {
           confirmed = marking.concat(confirmed);
           throw err;
@@ -429,7 +428,7 @@ export function createRelay(options: RelayOptions): Relay {
         if (full || (isolating && rows.length)) continue; // backlog, or rows to isolate: claim again at once
         // A loop: a batch whose confirms come in during the await adds to `confirmed` (it sees
         // `sleeping` false), and nothing else would mark those before the next claim.
-        while (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0), target);
+        while (confirmed.length && markAlone()) await markPublished(session, confirmed.splice(0));
         sleeping = true;
         try {
           if (mode === 'busy') {
@@ -447,7 +446,7 @@ export function createRelay(options: RelayOptions): Relay {
       leaderFloor = null;
       // Batches in flight finish (their confirms are worth marking) before the tenure ends.
       await Promise.all(inFlight.keys());
-      if (confirmed.length && !tenure.signal.aborted) await markPublished(session, confirmed, target).catch((error: unknown) => emit('relay:db:error', { error }));
+      if (confirmed.length && !tenure.signal.aborted) await markPublished(session, confirmed).catch((error: unknown) => emit('relay:db:error', { error }));
     }
     if (failure) throw failure;
   }

@@ -1,6 +1,5 @@
 import type { Knex } from 'knex';
 import { sleep } from '@strangler/platform';
-import { OUTBOX_PUBLISHED } from '../schema.ts';
 
 export interface RetentionOptions {
   /** Published rows older than this are deleted. */
@@ -17,10 +16,8 @@ export interface RetentionOptions {
 const CHUNK = 5_000;
 
 /**
- * Deletes published rows older than `keepMs` every `intervalMs`, in chunks: those in
- * `outbox_published` (through its BRIN index on `published_at`), and those marked published in
- * `outbox` itself (through the partial index on `published_at`: rows a relay marked in place,
- * before `outbox_published` existed). Unpublished rows are never touched, however old.
+ * Deletes published rows older than `keepMs` every `intervalMs`, in chunks, through the
+ * partial index on `published_at`. Unpublished rows are never touched, however old.
  * Failures are reported and retried at the next interval.
  */
 export function runRetention(pool: Knex, opts: RetentionOptions, signal: AbortSignal): Promise<void> {
@@ -30,21 +27,14 @@ export function runRetention(pool: Knex, opts: RetentionOptions, signal: AbortSi
       if (signal.aborted || !opts.isLeader()) continue;
       try {
         let total = 0;
-        const archived = await pool.schema.hasTable(OUTBOX_PUBLISHED);
-        const statements = [
-          `delete from outbox where seq in (
-             select seq from outbox where published_at is not null and published_at < now() - ? * interval '1 millisecond' limit ${CHUNK})`,
-          ...(archived
-            ? [`delete from ${OUTBOX_PUBLISHED} where ctid = any(array(
-                 select ctid from ${OUTBOX_PUBLISHED} where published_at < now() - ? * interval '1 millisecond' limit ${CHUNK}))`]
-            : []),
-        ];
-        for (const sql of statements) {
-          for (;;) {
-            const res = await pool.raw(sql, [opts.keepMs]);
-            total += res.rowCount ?? 0;
-            if ((res.rowCount ?? 0) < CHUNK || signal.aborted) break;
-          }
+        for (;;) {
+          const res = await pool.raw(
+            `delete from outbox where seq in (
+               select seq from outbox where published_at is not null and published_at < now() - ? * interval '1 millisecond' limit ${CHUNK})`,
+            [opts.keepMs],
+          );
+          total += res.rowCount ?? 0;
+          if ((res.rowCount ?? 0) < CHUNK || signal.aborted) break;
         }
         if (total) opts.onDeleted(total);
       } catch (err) {
