@@ -104,17 +104,24 @@ describe('relay', () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     let lateId = '';
+    let lateSeq = 0;
     const late = db.knex.transaction(async (trx) => {
-      lateId = (await appendEvent(trx, { aggregateType: 'item', aggregateId: 'late', aggregateVersion: 1, eventType: 'item.created', payload: {}, origin: 'monolith' })).id;
+      ({ id: lateId, seq: lateSeq } = await appendEvent(trx, { aggregateType: 'item', aggregateId: 'late', aggregateVersion: 1, eventType: 'item.created', payload: {}, origin: 'monolith' }));
       await held;
     });
-    await waitFor('the late row to be inserted', () => lateId);
-    const after = [await writeEvent(db.knex, 'early-1'), await writeEvent(db.knex, 'early-2')];
-    const first = await messagesAtBroker('the later rows relayed', 2);
-    expect(first.map((m) => m.id)).toEqual(after.map((a) => a.id));
-    const seqs = await db.knex('outbox').select('id', 'seq').orderBy('seq');
-    expect(seqs.findIndex((r) => r.id === lateId)).toBeLessThan(seqs.findIndex((r) => r.id === after[0]!.id));
-    release();
+    try {
+      await waitFor('the late row to be inserted', () => lateId);
+      const after = [await writeEvent(db.knex, 'early-1'), await writeEvent(db.knex, 'early-2')];
+      const first = await messagesAtBroker('the later rows relayed', 2);
+      expect(first.map((m) => m.id)).toEqual(after.map((a) => a.id));
+      // Relayed with higher seqs than the row still uncommitted (which no other session sees).
+      const seqs = await db.knex('outbox').whereIn('id', after.map((a) => a.id)).pluck('seq');
+      expect(seqs).toHaveLength(2);
+      for (const seq of seqs) expect(seq).toBeGreaterThan(lateSeq);
+    } finally {
+      // Never left open: it would hold the outbox's locks against every later test.
+      release();
+    }
     await late;
     const second = await messagesAtBroker('the late row relayed', 1, 5_000);
     expect(second.map((m) => m.id)).toEqual([lateId]);
