@@ -251,7 +251,6 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
   // Holds on each aggregate: one per running batch with messages of it, one per copy of its
   // messages on the way to a delay or parking queue. Held aggregates wait.
   const busy = new Map<string, number>();
-  const isBusy = (key: string) => busy.has(key);
   const hold = (key: string) => void busy.set(key, (busy.get(key) ?? 0) + 1);
   /** Gives one hold on `key` back; true if that freed it. */
   const unhold = (key: string) => {
@@ -412,9 +411,9 @@ export async function consume(options: ConsumeOptions): Promise<Consumer> {
       const batch: Delivery[] = [];
       const rest: Delivery[] = [];
       let bytes = 0;
-      const gen = pending.find((d) => !isBusy(d.key))?.gen;
+      const gen = pending.find((d) => !busy.has(d.key))?.gen;
       for (const d of pending) {
-        if (batch.length < batchSize && bytes < BATCH_MAX_BYTES && d.gen === gen && !isBusy(d.key) && !skipped.has(d.key)) {
+        if (batch.length < batchSize && bytes < BATCH_MAX_BYTES && d.gen === gen && !busy.has(d.key) && !skipped.has(d.key)) {
           batch.push(d);
           bytes += d.msg.content.length;
         } else {

@@ -75,6 +75,13 @@ export async function replayParked({ amqpUrl, queue, limit = 1_000, id }: Parked
 
 const CLOSE_TIMEOUT_MS = 5_000;
 
+/** Closes `ch`, waiting at most CLOSE_TIMEOUT_MS; true if its close handshake completed. */
+async function closedCleanly(ch: ConfirmChannel): Promise<boolean> {
+  let closed = false;
+  await settlesWithin(ch.close().then(() => void (closed = true), () => {}), CLOSE_TIMEOUT_MS);
+  return closed;
+}
+
 /**
  * Runs `fn` on a confirm channel with the parking queue's name and length; a missing queue is an
  * error that says what to give. `acks`: whether `fn` acknowledges messages (a replay), so that a
@@ -106,13 +113,11 @@ async function withDeadQueue<T>(amqpUrl: string, queue: string, acks: boolean, f
     try {
       result = await fn(ch, dead, messageCount);
     } catch (err) {
-      await settlesWithin(ch.close().catch(() => {}), CLOSE_TIMEOUT_MS);
+      await closedCleanly(ch);
       throw err;
     }
-    let closed = false;
-    await settlesWithin(ch.close().then(() => void (closed = true), () => {}), CLOSE_TIMEOUT_MS);
     // Only acks make a failed close matter: the messages replayed may then still be parked too.
-    if (!closed && acks) throw new Error(`The channel on "${dead}" did not close cleanly after the replay: the messages replayed are back in the consumer's queue, but some may also still be parked (list them, and replay again: the inbox makes a second copy harmless).`);
+    if (!(await closedCleanly(ch)) && acks) throw new Error(`The channel on "${dead}" did not close cleanly after the replay: the messages replayed are back in the consumer's queue, but some may also still be parked (list them, and replay again: the inbox makes a second copy harmless).`);
     return result;
   } finally {
     await conn.close().catch(() => {});
