@@ -4,6 +4,7 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
 import { createOutboxXidTrigger, dropOutboxXidTrigger } from '../src/index.ts';
 import { ClaimFloor, claimBatch, claimFloorSupported } from '../src/relay/claim.ts';
+import { LEASE_SESSION_SETTINGS } from '../src/relay/leader.ts';
 import { claimSqlLiteral } from './helpers.ts';
 import type { OutboxRow } from '../src/envelope.ts';
 
@@ -21,7 +22,9 @@ async function client(name: string): Promise<pg.Client> {
   clients.push(c);
   return c;
 }
+// Claims run with the leader's session settings, and so with the plans the relay runs.
 const session = await client('claim-floor-leader');
+await session.query(LEASE_SESSION_SETTINGS);
 afterAll(() => Promise.all(clients.map((c) => c.end())));
 beforeEach(async () => {
   await db.knex('outbox').update({ published_at: db.knex.fn.now() }).whereNull('published_at');
@@ -262,5 +265,24 @@ describe('claim floor', () => {
     expect(floor.start).toBeGreaterThan(secondSeq);
     await db.knex('outbox').where({ id: first }).update({ published_at: null });
     expect(await claimFor(floor, 400)).toEqual([first]);
+  });
+
+  it('runs as one generic plan on the leader session, and leaves out the rows in flight and those it marks', async () => {
+    const floor = new ClaimFloor(true, 3_600_000);
+    const ids = [];
+    for (let i = 0; i < 12; i++) ids.push(await commitRow());
+    const seqs = await Promise.all(ids.map(seqOf));
+    // Rows 0-3 in flight, 4-7 confirmed by this claim (marked published), 8-11 claimed.
+    const claimed = await claimBatch(session, 500, seqs.slice(0, 4), seqs.slice(4, 8), floor);
+    expect(claimed.map((r) => r.id)).toEqual(ids.slice(8));
+    const published = await db.knex('outbox').whereIn('id', ids).whereNotNull('published_at').pluck('id');
+    expect(published.sort()).toEqual(ids.slice(4, 8).sort());
+    // The rows in flight failed: the next claims find them again, with the others still in flight.
+    expect((await claimBatch(session, 500, seqs.slice(8), [], floor)).map((r) => r.id)).toEqual(ids.slice(0, 4));
+    for (let i = 0; i < 10; i++) await claimBatch(session, 500, seqs.slice(0, 4), seqs.slice(8), floor);
+    // Planned once, not on every call (plan_cache_mode in LEASE_SESSION_SETTINGS).
+    const { rows } = await session.query(`select generic_plans, custom_plans from pg_prepared_statements where name = 'strangler_outbox_claim'`);
+    expect(Number(rows[0].custom_plans)).toBe(0);
+    expect(Number(rows[0].generic_plans)).toBeGreaterThanOrEqual(12);
   });
 });
