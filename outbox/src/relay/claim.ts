@@ -62,8 +62,8 @@ const PENDING = `published_at is null and next_attempt_at is null and seq >= $4 
  * the sequence will draw next, which would leave every later event to the periodic full scan. A
  * lower `high` only keeps the floor lower, so it is safe whenever it is read.
  */
-const SEQUENCE_LAST_VALUE = `case when has_sequence_privilege(pg_get_serial_sequence('outbox', 'seq'), 'SELECT,USAGE')
-    then pg_sequence_last_value(pg_get_serial_sequence('outbox', 'seq')::regclass) end`;
+const SEQUENCE_LAST_VALUE = `(select case when has_sequence_privilege(s, 'SELECT,USAGE') then pg_sequence_last_value(s::regclass) end
+    from pg_get_serial_sequence('outbox', 'seq') s)`;
 export const CLAIM_SQL = `
   with marked as (update outbox set ${MARK_SET} where seq = any($3::bigint[])),
   meta as (

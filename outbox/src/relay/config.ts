@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { EVENTS_EXCHANGE, MAX_TIMER_MS, pgConnection, port, type PgEnv } from '@strangler/platform';
 import type { RelayOptions } from './relay.ts';
 
-const ms = (fallback: number, min = 1) =>
-  z.coerce.number().int().min(min).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node.js can set`).default(fallback);
+const msValue = (min = 1) => z.coerce.number().int().min(min).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node.js can set`);
+const ms = (fallback: number, min = 1) => msValue(min).default(fallback);
 
 /** Environment of `npm run relay` (validated once by loadConfig, with pgEnv and amqpEnv). */
 export const relayEnv = {
@@ -12,7 +12,7 @@ export const relayEnv = {
   RELAY_POLL_INTERVAL_MS: ms(1_000, 10),
   RELAY_BUSY_POLL_MS: ms(2),
   // Unset: 100, or RELAY_BUSY_POLL_MS where that is higher (createRelay).
-  RELAY_BUSY_POLL_MAX_MS: z.coerce.number().int().min(1).max(MAX_TIMER_MS, `at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node.js can set`).optional(),
+  RELAY_BUSY_POLL_MAX_MS: msValue().optional(),
   RELAY_BUSY_RAMP_FROM_PER_SEC: z.coerce.number().int().min(0).default(600),
   RELAY_BUSY_RAMP_TO_PER_SEC: z.coerce.number().int().min(1).default(1_000),
   RELAY_NOTIFY: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('on'),
