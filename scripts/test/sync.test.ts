@@ -4,6 +4,8 @@ import { backfill, verify, type SyncSpec } from '../src/sync/index.ts';
 
 const monolith = await createTestDatabase('monolith');
 const service = await createTestDatabase('monolith');
+// Another source database (the refusal to resume a checkpoint taken from a different one).
+const other = await createTestDatabase('monolith');
 
 const spec: SyncSpec = {
   name: 'items',
@@ -62,8 +64,28 @@ describe('backfill', () => {
     const second = await backfill(monolith.knex, service.knex, spec, { batchSize: 500 });
     expect(second).toMatchObject({ copied: 1_500, resumedAfter: key(999) });
     const third = await backfill(monolith.knex, service.knex, spec);
-    expect(third.copied).toBe(0);
+    expect(third).toMatchObject({ total: 2_500, copied: 0, skippedNewer: 2_500, resumedAfter: null });
     expect((await verify(monolith.knex, service.knex, spec)).differences).toBe(0);
+  });
+
+  it('after a completed backfill, runs a new pass that copies rows written since without events (a bulk load)', async () => {
+    await backfill(monolith.knex, service.knex, spec);
+    await monolith.knex('legacy_items').insert({ id: 'item-bulk', version: 1, name: 'bulk', data: {}, created_at: new Date() });
+    await monolith.knex('legacy_items').where({ id: key(3) }).update({ name: 'changed in bulk', version: 10 });
+    const again = await backfill(monolith.knex, service.knex, spec);
+    expect(again).toMatchObject({ total: 2_501, copied: 2, skippedNewer: 2_499, resumedAfter: null });
+    expect((await verify(monolith.knex, service.knex, spec, { settleAttempts: 0 })).differences).toBe(0);
+  });
+
+  it('refuses to resume a checkpoint taken from another source database, and --restart starts over', async () => {
+    const abort = new AbortController();
+    await backfill(monolith.knex, service.knex, spec, { batchSize: 500, onProgress: () => abort.abort(), signal: abort.signal });
+    await other.knex.raw('drop table if exists legacy_items; create table legacy_items (id text primary key, version int not null, name text not null, data jsonb not null, created_at timestamptz not null)');
+    await other.knex('legacy_items').insert({ id: 'item-00000', version: 1, name: 'other', data: {}, created_at: new Date() });
+    const error = await backfill(other.knex, service.knex, spec).catch((e: Error) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toMatch(new RegExp(`interrupted while copying from database "${monolith.name}.*", not "${other.name}.*".*--restart`));
+    expect(await backfill(other.knex, service.knex, spec, { restart: true })).toMatchObject({ total: 1, resumedAfter: null });
   });
 });
 

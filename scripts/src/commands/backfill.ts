@@ -6,7 +6,7 @@ import { extractionNamed } from '../extractions/index.ts';
 import { backfill } from '../sync/backfill.ts';
 
 export const command: Command = {
-  summary: "copy the monolith's existing data into a service's database (resumable)",
+  summary: "copy the monolith's existing data into a service's database (an interrupted run resumes; --restart starts over)",
   usage: 'npm run strangler -- backfill <service> [--batch-size N] [--restart]',
   options: { 'batch-size': { type: 'string' }, restart: { type: 'boolean' } },
   async run({ positionals, values }) {
@@ -46,9 +46,8 @@ export const command: Command = {
         if (started) bar.stop();
         if (abort.signal.aborted) return 1;
         console.log(
-          `${spec.name}: ${result.copied} copied, ${result.skippedNewer} already newer in the service` +
-            (result.resumedAfter ? ` (resumed after ${result.resumedAfter})` : '') +
-            (result.total === 0 && result.copied === 0 ? ' (already complete; --restart to run again)' : ''),
+          `${spec.name}: ${result.copied} copied, ${result.skippedNewer} already up to date in the service` +
+            (result.resumedAfter ? ` (resumed after ${result.resumedAfter}, where an interrupted run stopped; --restart copies from the start)` : ''),
         );
       }
       return 0;

@@ -17,7 +17,7 @@ export interface BackfillResult {
   spec: string;
   total: number;
   copied: number;
-  /** Rows skipped because the service already held that version or a newer one. */
+  /** Rows skipped because the service already held that version or a newer one (up to date). */
   skippedNewer: number;
   resumedAfter: string | null;
 }
@@ -30,6 +30,16 @@ export async function ensureCheckpointTable(target: Knex): Promise<void> {
   await target.raw(`create table if not exists strangler_backfill (
     spec text primary key, last_key text, done boolean not null default false,
     copied bigint not null default 0, updated_at timestamptz not null default now())`);
+  // Added later: checkpoints written before it have no source (null), and are resumed as before.
+  await target.raw('alter table strangler_backfill add column if not exists source text');
+}
+
+/** The database a checkpoint was taken from: its name, and its host and port where the server tells them. */
+async function sourceDatabase(source: Knex): Promise<string> {
+  const { rows } = await source.raw<{ rows: Array<{ name: string }> }>(
+    `select current_database() || coalesce(' on ' || host(inet_server_addr()) || ':' || inet_server_port(), '') as name`,
+  );
+  return rows[0]!.name;
 }
 
 /**
@@ -44,14 +54,26 @@ export async function ensureCheckpointTable(target: Knex): Promise<void> {
  *
  * Resumable: after each batch the last key is checkpointed in the target database in the same
  * transaction as the batch's upsert. A re-run continues after it (with a new snapshot: rows
- * before the checkpoint that changed meanwhile arrive as events). `restart: true` starts over.
+ * before the checkpoint that changed meanwhile arrive as events). A re-run after a backfill that
+ * completed starts a new pass (rows written to the monolith without events since, a bulk load
+ * say, are copied; the rest are skipped as up to date), and `restart: true` starts over whatever
+ * the checkpoint says. A checkpoint records the source database it was taken from: resuming it
+ * from another one would skip that database's rows below the checkpoint, so it is refused.
  */
 export async function backfill(source: Knex, target: Knex, spec: SyncSpec, opts: BackfillOptions & { restart?: boolean } = {}): Promise<BackfillResult> {
   const batchSize = opts.batchSize ?? 1_000;
   await ensureCheckpointTable(target);
-  if (opts.restart) await target('strangler_backfill').where({ spec: spec.name }).delete();
-  const checkpoint = await target('strangler_backfill').where({ spec: spec.name }).first<{ last_key: string | null; done: boolean; copied: number } | undefined>();
-  if (checkpoint?.done) return { spec: spec.name, total: 0, copied: 0, skippedNewer: 0, resumedAfter: checkpoint.last_key };
+  const sourceName = await sourceDatabase(source);
+  let checkpoint = await target('strangler_backfill').where({ spec: spec.name }).first<{ last_key: string | null; done: boolean; copied: number; source: string | null } | undefined>();
+  if (checkpoint && !checkpoint.done && !opts.restart && checkpoint.source !== null && checkpoint.source !== sourceName) {
+    throw new Error(
+      `The ${spec.name} backfill into this service was interrupted while copying from database "${checkpoint.source}", not "${sourceName}": resuming it would skip the rows before its checkpoint. Check MONOLITH_DB, or pass --restart to copy "${sourceName}" from the start.`,
+    );
+  }
+  if (opts.restart || checkpoint?.done) {
+    await target('strangler_backfill').where({ spec: spec.name }).delete();
+    checkpoint = undefined;
+  }
 
   const columns = sourceSelect(spec);
   const targetColumns = [...new Set([spec.key, spec.version, ...spec.columns])];
@@ -81,7 +103,7 @@ export async function backfill(source: Knex, target: Knex, spec: SyncSpec, opts:
         if (lastKey !== null) q.where(spec.key, '>', lastKey);
         const rows = (await q.orderBy(spec.key).limit(batchSize)) as Record<string, unknown>[];
         if (!rows.length) {
-          await saveCheckpoint(target, spec.name, lastKey, true, done);
+          await saveCheckpoint(target, spec.name, sourceName, lastKey, true, done);
           break;
         }
         const values = rows.flatMap((r) => targetColumns.map((c) => toParam(r[c])));
@@ -95,13 +117,13 @@ export async function backfill(source: Knex, target: Knex, spec: SyncSpec, opts:
             copied += written;
             skippedNewer += n - written;
           }
-          await saveCheckpoint(trx, spec.name, nextKey, false, done + rows.length);
+          await saveCheckpoint(trx, spec.name, sourceName, nextKey, false, done + rows.length);
         });
         lastKey = nextKey;
         done += rows.length;
         await opts.onProgress?.(done, totalRows);
         if (rows.length < batchSize) {
-          await saveCheckpoint(target, spec.name, lastKey, true, done);
+          await saveCheckpoint(target, spec.name, sourceName, lastKey, true, done);
           break;
         }
       }
@@ -118,10 +140,10 @@ function toParam(value: unknown): unknown {
   return value;
 }
 
-async function saveCheckpoint(db: Knex | Knex.Transaction, spec: string, lastKey: string | null, done: boolean, copied: number) {
+async function saveCheckpoint(db: Knex | Knex.Transaction, spec: string, source: string, lastKey: string | null, done: boolean, copied: number) {
   await db.raw(
-    `insert into strangler_backfill (spec, last_key, done, copied, updated_at) values (?, ?, ?, ?, now())
-     on conflict (spec) do update set last_key = excluded.last_key, done = excluded.done, copied = excluded.copied, updated_at = now()`,
-    [spec, lastKey, done, copied],
+    `insert into strangler_backfill (spec, source, last_key, done, copied, updated_at) values (?, ?, ?, ?, ?, now())
+     on conflict (spec) do update set source = excluded.source, last_key = excluded.last_key, done = excluded.done, copied = excluded.copied, updated_at = now()`,
+    [spec, source, lastKey, done, copied],
   );
 }
