@@ -57,8 +57,32 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`${(err as Error).message}\n\nUsage: ${command.usage}`);
       return 2;
     }
-    console.error(`strangler ${name} failed: ${(err as Error).message}`);
+    console.error(`strangler ${name} failed: ${describeFailure(err)}`);
     return 1;
+  }
+}
+
+/**
+ * A failure's message, with what to do for the ones a wrong setting or a missing step causes.
+ * knex puts the statement in front of a database error's message: left out here, it buries the
+ * reason under a screen of SQL.
+ */
+export function describeFailure(err: unknown): string {
+  const e = err as { message?: unknown; code?: unknown; severity?: unknown; address?: unknown; port?: unknown };
+  let message = String(e?.message ?? err);
+  if (typeof e?.severity === 'string' && message.includes(' - ')) message = message.slice(message.lastIndexOf(' - ') + 3);
+  switch (e?.code) {
+    case '3D000':
+      return `${message}: check MONOLITH_DB and NOTIFICATION_SVC_DB (and PGHOST, PGPORT), or create the database and run "npm run strangler -- migrate".`;
+    case '42P01':
+      return `${message}: the database is not migrated; run "npm run strangler -- migrate" (or start its owner once, which migrates it).`;
+    case '28000':
+    case '28P01':
+      return `${message}: check PGUSER and PGPASSWORD.`;
+    case 'ECONNREFUSED':
+      return `${message}: nothing listens at ${String(e.address)}:${String(e.port)}; is the server running, and are PGHOST/PGPORT or AMQP_URL right?`;
+    default:
+      return message;
   }
 }
 
