@@ -18,6 +18,7 @@ import { createRelay, type RelayOptions } from './relay/relay.ts';
 import { relayEnv, relayOptionsFromEnv, type RelayEnv } from './relay/config.ts';
 import { registerRelayMetrics } from './relay/metrics.ts';
 import { logRelayEvents } from './relay/logging.ts';
+import { outboxProblem } from './relay/preflight.ts';
 
 /**
  * `npm run relay -- --db <database>`: one relay per publishing database. Configuration comes
@@ -84,6 +85,12 @@ try {
   stopTracing = startTracing(`relay-${database}`, logger);
 } catch (err) {
   console.error((err as Error).message);
+  process.exit(2);
+}
+
+const problem = await outboxProblem(options.connection, database);
+if (problem) {
+  console.error(problem);
   process.exit(2);
 }
 

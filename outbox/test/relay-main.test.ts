@@ -7,6 +7,9 @@ import { z } from 'zod';
 import { relayEnv } from '../src/relay/config.ts';
 
 const db = await createTestDatabase('monolith');
+// A database nobody migrated (or the wrong --db): no outbox.
+const bare = await createTestDatabase('monolith');
+await bare.knex.raw('drop schema public cascade; create schema public');
 const broker = await createTestBroker();
 await db.knex.raw('create table items (id text primary key, version int not null)');
 
@@ -60,6 +63,9 @@ describe('npm run relay', () => {
       code: 2,
       stderr: expect.stringMatching(/RELAY_BUSY_RAMP_TO_PER_SEC="500": must be above RELAY_BUSY_RAMP_FROM_PER_SEC/),
     });
+    // A database the relay can never publish from: said once, not logged several times a second.
+    expect(await run(['--db', 'strangler_no_such_db'], { RELAY_METRICS_PORT: '0' })).toMatchObject({ code: 2, stderr: expect.stringMatching(/^Database "strangler_no_such_db" does not exist on 127\.0\.0\.1:\d+: check --db/) });
+    expect(await run(['--db', bare.name], { RELAY_METRICS_PORT: '0' })).toMatchObject({ code: 2, stderr: expect.stringMatching(new RegExp(`^Database "${bare.name}" has no outbox \\(no table outbox in its search path\\): run its migrations`)) });
     expect(await run(['--database', db.name])).toMatchObject({ code: 2, stderr: expect.stringMatching(/Unknown option '--database'[\s\S]*Usage: npm run relay/) });
     // A second relay on one host with the default port: say so, without a stack trace.
     const taken = net.createServer();
