@@ -87,7 +87,8 @@ export const defaultWho = () => `${os.userInfo().username}@${os.hostname()}`;
  * then audits it as a file edit when it reloads).
  */
 export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: string; who?: string; routesFile?: string; auditFile?: string } & Partial<AdminTarget>): Promise<FlipResult> {
-  if (!o.why || o.why.trim().length < 3) throw new ControlUsageError('--why "<reason>" is required: it goes to the audit log.');
+  if (!o.why?.trim()) throw new ControlUsageError('--why "<reason>" is required: it goes to the audit log.');
+  if (o.why.trim().length < 3) throw new ControlUsageError(`--why "${o.why.trim()}" is too short: say why in a few words (at least 3 characters); it goes to the audit log.`);
   const who = o.who ?? defaultWho();
   if (o.routesFile) {
     const file = path.resolve(o.routesFile);
@@ -103,14 +104,15 @@ async function flipFile(file: string, auditFile: string | undefined, routeId: st
     const audit = new AuditLog(auditFile ?? defaultAuditFile(file));
     // A hand edit the facade has not loaded yet would be audited by nobody once this flip's
     // entry, with the new file's hash, is the newest: audit it first, as the facade would.
-    let found: LoadedTable | null = null;
+    let found: LoadedTable;
     try {
       found = parseRouteTable(text, formatOf(file), file);
-    } catch {
-      // an invalid file: the flip is refused below
+    } catch (err) {
+      if (err instanceof RouteTableError) throw new ControlUsageError(`${file} is not a valid route table, so no flip can be applied to it; nothing was changed. Fix it first:\n${err.problems.map((p) => `  - ${p}`).join('\n')}`);
+      throw err;
     }
     let caughtUp: string | undefined;
-    if (found) await audit.catchUp(found, await fileOwner(file), 'route file edited by hand (found by strangler flip)').catch((err: Error) => void (caughtUp = err.message));
+    await audit.catchUp(found, await fileOwner(file), 'route file edited by hand (found by strangler flip)').catch((err: Error) => void (caughtUp = err.message));
     let edit;
     try {
       edit = applyRoutePatch(text, formatOf(file), routeId, patch, file);

@@ -85,6 +85,16 @@ describe('strangler flip through the runbook (MIGRATION.md 6 to 8)', () => {
     expect(await auditOf(routes)).toEqual([]);
   });
 
+  it('rolling back with --serve monolith during a canary says the canary still sends traffic, and --off-canary ends it', async () => {
+    const routes = await routeFile();
+    expect(await run({ canary: 'notification', percent: '50', why: 'canary', routes })).toBe(0);
+    const logged: string[] = [];
+    expect(await run({ serve: 'monolith', why: 'rollback: errors', routes }, logged)).toBe(0);
+    expect(logged).toContain('  note: its canary still sends 50% of requests to notification; add --off-canary to end it');
+    expect(await run({ 'off-canary': true, why: 'rollback: errors', routes })).toBe(0);
+    expect(await routeOf(routes)).not.toHaveProperty('canary');
+  });
+
   it('refuses, as a usage error, a flip that would make the table invalid', async () => {
     const routes = await routeFile();
     await run({ shadow: 'notification', why: 'parity check', routes });
@@ -95,5 +105,26 @@ describe('strangler flip through the runbook (MIGRATION.md 6 to 8)', () => {
     expect(await readFile(routes, 'utf8')).toBe(before);
     // So is a route that does not exist.
     await expect(flip.run({ positionals: ['no.such.route'], values: { serve: 'monolith', why: 'oops', routes } })).rejects.toThrow(UsageError);
+  });
+
+  it('on a route file that is already invalid, says what is wrong with it (not that the route is missing) and changes nothing', async () => {
+    for (const [text, problem] of [
+      ['routes: [unclosed', /not a valid route table[\s\S]*nothing was changed[\s\S]*\n {2}- not valid YAML at line 1/],
+      ['{"upstreams": {}}', /not a valid route table[\s\S]*\n {2}- field "upstreams": declare at least one upstream/],
+    ] as const) {
+      const routes = path.join(dir, `broken-${Math.random().toString(36).slice(2)}.yaml`);
+      await writeFile(routes, text);
+      const error = await run({ serve: 'notification', why: 'cut over', routes }).catch((e: Error) => e);
+      expect(error).toBeInstanceOf(UsageError);
+      expect((error as Error).message).toMatch(problem);
+      expect((error as Error).message).not.toMatch(/No route with id/);
+      expect(await readFile(routes, 'utf8')).toBe(text);
+    }
+  });
+
+  it('says a --why that is given but too short is too short, not missing', async () => {
+    const routes = await routeFile();
+    await expect(run({ serve: 'notification', why: 'x', routes })).rejects.toThrow(/--why "x" is too short: say why in a few words \(at least 3 characters\)/);
+    await expect(run({ serve: 'notification', routes })).rejects.toThrow(/--why "<reason>" is required/);
   });
 });

@@ -47,15 +47,18 @@ export const command: Command = {
         adminUrl: process.env.STRANGLER_ADMIN_URL || 'http://127.0.0.1:8081',
         adminToken: process.env.STRANGLER_ADMIN_TOKEN,
       });
+      const notes = typeof values.serve === 'string' ? stillElsewhere(result.after, values.serve) : [];
       if (!result.changed) {
         console.log(`${routeId} unchanged: it already is as asked (nothing written or audited)`);
         console.log(`  route: ${JSON.stringify(result.after)}`);
+        for (const note of notes) console.log(`  note: ${note}`);
         return 0;
       }
       console.log(`${routeId} changed (${result.via === 'admin' ? 'through the admin API' : 'in the route file'})`);
       for (const note of result.implied) console.log(`  ${note}`);
       console.log(`  before: ${JSON.stringify(result.before)}`);
       console.log(`  after:  ${JSON.stringify(result.after)}`);
+      for (const note of notes) console.log(`  note: ${note}`);
       if (!result.audited) {
         console.error(
           `warning: the change is in effect but its audit entry could not be written${result.auditError ? ` (${result.auditError})` : ''}; a running facade audits it as a file edit when it reloads.`,
@@ -68,3 +71,15 @@ export const command: Command = {
     }
   },
 };
+
+/**
+ * What still sends the route's traffic somewhere other than `serve` after a `--serve` flip: the
+ * usual surprise is a rollback (`--serve monolith`) during a canary, which leaves the canary on.
+ */
+function stillElsewhere(route: unknown, serve: string): string[] {
+  const r = (route ?? {}) as { canary?: { to?: string; percent?: number }; shadow?: { to?: string; percent?: number } };
+  const notes: string[] = [];
+  if (r.canary?.to && r.canary.to !== serve) notes.push(`its canary still sends ${r.canary.percent ?? '?'}% of requests to ${r.canary.to}; add --off-canary to end it`);
+  if (r.shadow?.to && r.shadow.to !== serve) notes.push(`its shadow still mirrors ${r.shadow.percent ?? 100}% of requests to ${r.shadow.to}; add --off-shadow to end it`);
+  return notes;
+}
