@@ -68,11 +68,12 @@ export interface Monolith {
   /** Not started: main.ts starts it; tests call `runOnce()`/`drain()`. */
   dispatcher: NotificationDispatcher;
   /**
-   * With the `grpc` transport: forwards queued requests to the notification service. Not
-   * started (main.ts starts it; tests call `runOnce()`/`drain()` or `start()`); the owner calls
-   * `close()` to stop it and close its gRPC client. Null with `in-process`.
+   * Forwards queued requests to the notification service: those of the `grpc` transport, and
+   * with `in-process` whatever a `grpc` period left queued (transport.ts). Not started (main.ts
+   * starts it; tests call `runOnce()`/`drain()` or `start()`); the owner calls `close()` to stop
+   * it and close its gRPC client.
    */
-  forwarder: NotificationForwarder | null;
+  forwarder: NotificationForwarder;
   registry: Registry;
   paymentProvider: PaymentProvider;
   notificationProvider: NotificationProvider;

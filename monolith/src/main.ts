@@ -38,14 +38,14 @@ try {
   });
   const server = await listen(monolith.app, config.PORT, config.HOST);
   monolith.dispatcher.start();
-  monolith.forwarder?.start();
+  monolith.forwarder.start();
   logger.info({ url: server.url, port: server.port, notificationTransport: config.NOTIFICATION_TRANSPORT }, 'listening');
 
   // Budget 10 s: stop accepting and drain requests (at most SHUTDOWN_GRACE_MS, 7 s) while the
   // dispatcher finishes its delivery in progress (at most 5 s) and the forwarder its batch in
   // flight (at most attempts x deadline + backoff, 5 s by default), then close the pool.
   onShutdown(logger, [
-    () => Promise.all([server.close(config.SHUTDOWN_GRACE_MS), monolith.dispatcher.stop(), monolith.forwarder?.close()]),
+    () => Promise.all([server.close(config.SHUTDOWN_GRACE_MS), monolith.dispatcher.stop(), monolith.forwarder.close()]),
     () => db.destroy(),
     stopTracing,
   ]);

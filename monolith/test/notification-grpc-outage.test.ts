@@ -27,7 +27,7 @@ const m = await setupMonolith({
     },
   },
 });
-const forwarder = m.forwarder!;
+const forwarder = m.forwarder;
 afterAll(() => forwarder.close());
 
 const pendingCount = async () => Number((await m.db.knex('notification_requests').where({ status: 'pending' }).count<{ c: number }[]>({ c: '*' }))[0]!.c);

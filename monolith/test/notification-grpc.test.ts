@@ -14,7 +14,7 @@ const m = await setupMonolith({
     grpc: { target: `127.0.0.1:${server.port}`, deadlineMs: 300, attempts: 3, breakerResetMs: 1_000, forwarder: { pollIntervalMs: 50 } },
   },
 });
-const forwarder = m.forwarder!;
+const forwarder = m.forwarder;
 afterAll(() => forwarder.close());
 const { app } = m;
 
@@ -108,6 +108,27 @@ describe('NOTIFICATION_TRANSPORT=grpc', () => {
       expect(sentFor(order.body.id)).toHaveLength(1);
     } finally {
       await forwarder.close();
+    }
+  });
+
+  it('after a switch back to in-process (a rollback), requests queued before it still reach the service; new ones stay in the monolith', async () => {
+    const user = await registerUser(app);
+    const queuedOrder = await placeOrder(app, user);
+    expect(queuedOrder.status).toBe(201);
+    expect(await pending()).toHaveLength(1);
+    // The monolith restarted with NOTIFICATION_TRANSPORT=in-process, the service still up.
+    const back = m.variant({ payments: { timeoutMs: 200 }, notifications: { transport: 'in-process', grpc: { target: `127.0.0.1:${server.port}`, deadlineMs: 300, attempts: 3, breakerResetMs: 1_000 } } });
+    try {
+      expect(await back.forwarder.drain()).toMatchObject({ forwarded: 1 });
+      expect(sentFor(queuedOrder.body.id)).toHaveLength(1);
+      expect(await pending()).toEqual([]);
+      const local = await placeOrder(back.app, user);
+      expect(local.status).toBe(201);
+      expect(await pending()).toEqual([]);
+      expect(sentFor(local.body.id)).toEqual([]);
+      expect(await m.db.knex('notifications').where({ user_id: user.id })).toHaveLength(1);
+    } finally {
+      await back.forwarder.close();
     }
   });
 });

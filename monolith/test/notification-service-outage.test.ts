@@ -94,7 +94,7 @@ const m = await setupMonolith({
     },
   },
 });
-const forwarder = m.forwarder!;
+const forwarder = m.forwarder;
 afterAll(() => forwarder.close());
 
 // The way back: the service's relay publishes its events, the monolith's sync consumer applies them.

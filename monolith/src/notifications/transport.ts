@@ -39,25 +39,30 @@ export interface NotificationTransportDeps {
 export interface NotificationTransportParts {
   /** What orders call. */
   port: NotificationPort;
-  /** The background forwarder of the gRPC transport (not started); null for `in-process`. */
-  forwarder: NotificationForwarder | null;
+  /**
+   * The background forwarder to the service (not started). With `in-process` too: requests
+   * queued while the transport was `grpc` still reach the service after a switch back (a
+   * rollback), instead of waiting in `notification_requests` for the next switch to `grpc`.
+   * Nothing new is queued then, and an empty queue costs one indexed poll per interval.
+   */
+  forwarder: NotificationForwarder;
 }
 
 /** The NotificationPort the orders module uses, chosen by configuration (branch by abstraction). */
 export function createNotificationTransport(deps: NotificationTransportDeps): NotificationTransportParts {
+  const g = deps.grpc ?? {};
+  // The gRPC channel connects on the first Send: an in-process monolith with nothing queued never opens it.
+  const client = createNotificationClient({
+    target: g.target ?? '127.0.0.1:50054',
+    deadlineMs: g.deadlineMs ?? 1_000,
+    attempts: g.attempts ?? 3,
+    breakerResetMs: g.breakerResetMs ?? 5_000,
+  });
+  const forwarder = new NotificationForwarder(deps.db, client, deps.logger, deps.registry, g.forwarder);
   switch (deps.transport) {
     case 'in-process':
-      return { port: deps.inProcess, forwarder: null };
-    case 'grpc': {
-      const g = deps.grpc ?? {};
-      const client = createNotificationClient({
-        target: g.target ?? '127.0.0.1:50054',
-        deadlineMs: g.deadlineMs ?? 1_000,
-        attempts: g.attempts ?? 3,
-        breakerResetMs: g.breakerResetMs ?? 5_000,
-      });
-      const forwarder = new NotificationForwarder(deps.db, client, deps.logger, deps.registry, g.forwarder);
+      return { port: deps.inProcess, forwarder };
+    case 'grpc':
       return { port: new GrpcNotificationPort(() => forwarder.wake()), forwarder };
-    }
   }
 }
