@@ -125,7 +125,7 @@ export function routeTableProblems(table: Pick<RouteTableSpec, 'upstreams'>, con
     if (actual !== want.port) {
       problems.push(
         `${config.FACADE_ROUTES} sends upstream "${name}" to ${upstream.url}, but ${want.key}=${want.port} puts the ${name} on port ${want.port}. ` +
-          `Copy the table (cp facade/routes.yaml .data/routes.yaml), set upstreams.${name}.url to http://127.0.0.1:${want.port}, and start with FACADE_ROUTES=.data/routes.yaml (flip with --routes .data/routes.yaml).`,
+          `Copy the table (mkdir -p .data && cp facade/routes.yaml .data/routes.yaml), set upstreams.${name}.url to http://127.0.0.1:${want.port}, and start with FACADE_ROUTES=.data/routes.yaml (flip with --routes .data/routes.yaml).`,
       );
     }
   }

@@ -140,10 +140,10 @@ export const command: Command = {
         if (held.length) {
           const n = held.reduce((sum, [, c]) => sum + c, 0);
           console.log(`  ${''.padEnd(20)} of which ${n} held because no queue is bound for ${held.map(([t, c]) => `${t} (${c})`).join(', ')}:`);
-          console.log(`  ${''.padEnd(20)} expected until a consumer of these events is deployed; the relay retries them every minute`);
+          console.log(`  ${''.padEnd(20)} expected until a consumer of these events is deployed; the relay retries them after 2 s, 4 s, 8 s ... then every minute`);
         }
         if (o.refused.count) {
-          console.log(`  ${''.padEnd(20)} of which ${o.refused.count} refused (retried every minute; fix or remove them, MIGRATION.md "Operate"), first:`);
+          console.log(`  ${''.padEnd(20)} of which ${o.refused.count} refused (retried after 2 s, 4 s, 8 s ... then every minute; fix or remove them, MIGRATION.md "Operate"), first:`);
           for (const r of o.refused.first) console.log(`  ${''.padEnd(20)}   seq ${r.seq} ${r.eventType.length > 60 ? `${r.eventType.slice(0, 60)}...` : r.eventType}: ${r.error}`);
         }
       }
