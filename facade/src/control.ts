@@ -142,7 +142,12 @@ async function adminServes(target: AdminTarget, file: string): Promise<boolean> 
     if (!served) return false;
     const real = (p: string) => realpath(p).catch(() => path.resolve(p));
     return (await real(served)) === (await real(file));
-  } catch {
+  } catch (err) {
+    // A token the facade refuses is a mistake to report, not a reason to edit the file behind its back.
+    const status = (err as { status?: unknown }).status;
+    if (status === 401 || status === 403) {
+      throw new ControlUsageError(`The admin API at ${target.adminUrl} refused STRANGLER_ADMIN_TOKEN (${status}): set the token the facade runs with, or unset STRANGLER_ADMIN_TOKEN to edit ${file} directly.`);
+    }
     return false;
   }
 }
@@ -160,7 +165,7 @@ export async function readRoutesFile(file: string): Promise<RouteView[]> {
 }
 
 async function adminRequest<T>(target: AdminTarget, method: string, pathname: string, body?: unknown, timeoutMs = 10_000): Promise<T> {
-  if (!target.adminToken) throw new ControlUsageError('Set STRANGLER_ADMIN_TOKEN to talk to the admin API, or pass --routes <file> to edit the route file directly.');
+  if (!target.adminToken) throw new ControlUsageError('Set STRANGLER_ADMIN_TOKEN to talk to the admin API, or pass --routes <file> to work on the route file directly.');
   const url = new URL(pathname, target.adminUrl.endsWith('/') ? target.adminUrl : `${target.adminUrl}/`);
   let res: Response;
   try {
@@ -186,13 +191,16 @@ async function adminRequest<T>(target: AdminTarget, method: string, pathname: st
     const message = `admin API answered ${res.status} ${e?.code ?? ''}: ${e?.message ?? text}${details}`;
     // A change the facade refused as invalid is the caller's to fix, like bad flags.
     if (e?.code === 'ROUTE_TABLE_INVALID' || e?.code === 'VALIDATION_FAILED' || e?.code === 'ROUTE_NOT_FOUND') throw new ControlUsageError(message);
-    throw new Error(message);
+    throw Object.assign(new Error(message), { status: res.status });
   }
   return json as T;
 }
 
-/** A plain-text table of routes and their live stats, for the terminal. */
-export function formatRoutes(routes: RouteView[]): string {
+/**
+ * A plain-text table of routes and their live stats, for the terminal. `live: false` (routes read
+ * from the file) leaves the stats out: there are none, and zeros would look like an idle facade.
+ */
+export function formatRoutes(routes: RouteView[], { live = true } = {}): string {
   const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : `${(v * 100).toFixed(1)}%`);
   const ms = (v: number | null) => (v === null ? '-' : `${v}ms`);
   const rows = routes.map((r) => {
@@ -207,15 +215,12 @@ export function formatRoutes(routes: RouteView[]): string {
       `${r.match.method} ${r.match.path}`,
       r.effects,
       r.serve,
-      canary ? `${canary.to} ${canary.percent}% (now ${pct(r.stats.canaryShare)})` : '-',
-      shadow ? `${shadow.to} ${shadow.percent}% (mismatch ${pct(r.shadowStats?.mismatchRate)})` : '-',
-      String(r.stats.requests),
-      String(r.stats.errors),
-      `${ms(r.stats.p50Ms)}/${ms(r.stats.p99Ms)}`,
-      breakers || 'closed',
+      canary ? `${canary.to} ${canary.percent}%${live ? ` (now ${pct(r.stats.canaryShare)})` : ''}` : '-',
+      shadow ? `${shadow.to} ${shadow.percent}%${live ? ` (mismatch ${pct(r.shadowStats?.mismatchRate)})` : ''}` : '-',
+      ...(live ? [String(r.stats.requests), String(r.stats.errors), `${ms(r.stats.p50Ms)}/${ms(r.stats.p99Ms)}`, breakers || 'closed'] : []),
     ];
   });
-  const header = ['ROUTE', 'MATCH', 'EFFECTS', 'SERVE', 'CANARY', 'SHADOW', 'REQS', '5XX', 'P50/P99', 'BREAKERS'];
+  const header = ['ROUTE', 'MATCH', 'EFFECTS', 'SERVE', 'CANARY', 'SHADOW', ...(live ? ['REQS', '5XX', 'P50/P99', 'BREAKERS'] : [])];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }

@@ -224,5 +224,12 @@ describe('route file write-back', () => {
     const other = await routeFile();
     const direct = await flipRoute({ routeId: 'notifications.get', patch: { serve: 'notification' }, why: 'promote', routesFile: other.file, auditFile: other.auditFile, adminUrl: running.admin!.url, adminToken: TOKEN });
     expect(direct.via).toBe('file');
+
+    // A token the facade refuses: reported, and the file is not edited behind the facade's back.
+    const before = await readFile(other.file, 'utf8');
+    await expect(
+      flipRoute({ routeId: 'notifications.send', patch: { serve: 'notification' }, why: 'promote', routesFile: other.file, auditFile: other.auditFile, adminUrl: running.admin!.url, adminToken: 'not-the-token-at-all' }),
+    ).rejects.toThrow(/admin API at .* refused STRANGLER_ADMIN_TOKEN \(401\): set the token the facade runs with, or unset STRANGLER_ADMIN_TOKEN/);
+    expect(await readFile(other.file, 'utf8')).toBe(before);
   });
 });

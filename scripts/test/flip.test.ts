@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import YAML from 'yaml';
 import { UsageError } from '../src/cli.ts';
 import { command as flip } from '../src/commands/flip.ts';
+import { command as routesCommand } from '../src/commands/routes.ts';
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'strangler-flip-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));
@@ -126,5 +127,24 @@ describe('strangler flip through the runbook (MIGRATION.md 6 to 8)', () => {
     const routes = await routeFile();
     await expect(run({ serve: 'notification', why: 'x', routes })).rejects.toThrow(/--why "x" is too short: say why in a few words \(at least 3 characters\)/);
     await expect(run({ serve: 'notification', routes })).rejects.toThrow(/--why "<reason>" is required/);
+  });
+
+  it('routes --routes lists the file\'s routes without stats, which only a running facade has', async () => {
+    const routes = await routeFile();
+    await run({ canary: 'notification', percent: '5', why: 'canary', routes });
+    const printed: string[] = [];
+    vi.spyOn(console, 'log').mockImplementation((line: string) => void printed.push(line));
+    try {
+      expect(await routesCommand.run({ positionals: [], values: { routes } })).toBe(0);
+      expect(await routesCommand.run({ positionals: [], values: { routes, json: true } })).toBe(0);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    const [header, row] = printed[0]!.split('\n');
+    expect(header!.split(/\s+/)).toEqual(['ROUTE', 'MATCH', 'EFFECTS', 'SERVE', 'CANARY', 'SHADOW']);
+    expect(row).toMatch(/^notifications\.send\s+POST \/api\/notifications\s+unsafe\s+monolith\s+notification 5%\s+-$/);
+    const listed = JSON.parse(printed[1]!) as Array<Record<string, unknown>>;
+    expect(listed).toEqual([expect.objectContaining({ id: 'notifications.send', serve: 'monolith', canary: expect.objectContaining({ to: 'notification', percent: 5 }) })]);
+    expect(listed[0]).not.toHaveProperty('stats');
   });
 });

@@ -16,7 +16,10 @@ export const command: Command = {
           if ((err as { code?: string }).code === 'EUSAGE') throw new UsageError((err as Error).message);
           throw err;
         });
-    console.log(values.json ? JSON.stringify(routes, null, 2) : formatRoutes(routes));
+    // From the file there are no stats: left out rather than shown as zeros.
+    const live = !values.routes;
+    const shown = live ? routes : routes.map(({ stats: _stats, shadowStats: _shadowStats, breakers: _breakers, ...declared }) => declared);
+    console.log(values.json ? JSON.stringify(shown, null, 2) : formatRoutes(routes, { live }));
     return 0;
   },
 };
