@@ -103,14 +103,27 @@ export async function main(argv: string[]): Promise<void> {
     }
     throw err;
   }
-  const running = await listenFacade(facade, {
+  const listeners = {
     port: portArg ?? cfg.FACADE_PORT,
     host: args.host ?? cfg.FACADE_HOST,
     adminPort: adminPortArg ?? cfg.FACADE_ADMIN_PORT,
     adminHost: args['admin-host'] ?? cfg.FACADE_ADMIN_HOST,
     metricsPort: metricsPortArg ?? cfg.FACADE_METRICS_PORT ?? null,
     metricsHost: args['metrics-host'] ?? cfg.FACADE_METRICS_HOST,
-  });
+  };
+  let running;
+  try {
+    running = await listenFacade(facade, listeners);
+  } catch (err) {
+    const e = err as { code?: unknown; port?: unknown; address?: unknown };
+    if (e.code !== 'EADDRINUSE' && e.code !== 'EACCES' && e.code !== 'EADDRNOTAVAIL') throw err;
+    // Which listener: the one on that port (the client port first when two share it).
+    const which =
+      e.port === listeners.port ? '--port or FACADE_PORT' : e.port === listeners.adminPort ? '--admin-port or FACADE_ADMIN_PORT' : '--metrics-port or FACADE_METRICS_PORT';
+    const why = e.code === 'EADDRINUSE' ? 'the port is in use (another facade, or another process?)' : e.code === 'EACCES' ? 'permission denied' : 'no such address on this host';
+    console.error(`Cannot listen on ${String(e.address)}:${String(e.port)}: ${why}. Choose another with ${which}.`);
+    process.exit(2);
+  }
   logger.info(
     {
       port: running.main.port,

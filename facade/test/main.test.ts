@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -98,4 +99,27 @@ describe('npm run facade', () => {
     expect(code).toBe(1);
     expect(stderr).toContain('route "x" (routes[0]) field "serve": unknown upstream "nope": declare it under "upstreams" or use one of monolith');
   }, 20_000);
+
+  it('refuses to start on a port in use, naming the setting to change, without a stack trace', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'routes.json');
+    await writeFile(file, JSON.stringify({ upstreams: { monolith: { url: 'http://127.0.0.1:1' } }, routes: [], default: 'monolith' }));
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    teardown(() => void taken.close());
+    const port = (taken.address() as net.AddressInfo).port;
+    for (const [args, setting] of [
+      [['--port', String(port)], '--port or FACADE_PORT'],
+      [['--port', '0', '--admin-port', String(port)], '--admin-port or FACADE_ADMIN_PORT'],
+    ] as const) {
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'facade/src/main.ts'), '--routes', file, ...args], { cwd: repoRoot, env: { ...process.env, STRANGLER_ADMIN_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] });
+      teardown(() => void child.kill('SIGKILL'));
+      let stderr = '';
+      child.stderr.on('data', (c) => (stderr += c));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      expect(code).toBe(2);
+      expect(stderr).toContain(`Cannot listen on 127.0.0.1:${port}: the port is in use (another facade, or another process?). Choose another with ${setting}.`);
+      expect(stderr).not.toMatch(/\n\s+at /);
+    }
+  }, 30_000);
 });
