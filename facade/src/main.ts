@@ -2,7 +2,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { createLogger, loadConfig, onShutdown, port, repoRoot, startTracing } from '@strangler/platform';
+import { createLogger, listenFailure, loadConfig, onShutdown, port, repoRoot, startTracing } from '@strangler/platform';
 import { createFacade } from './facade.ts';
 import { RouteTableError } from './routes/load.ts';
 import { listenFacade } from './server.ts';
@@ -115,13 +115,13 @@ export async function main(argv: string[]): Promise<void> {
   try {
     running = await listenFacade(facade, listeners);
   } catch (err) {
-    const e = err as { code?: unknown; port?: unknown; address?: unknown };
-    if (e.code !== 'EADDRINUSE' && e.code !== 'EACCES' && e.code !== 'EADDRNOTAVAIL') throw err;
-    // Which listener: the one on that port (the client port first when two share it).
-    const which =
-      e.port === listeners.port ? '--port or FACADE_PORT' : e.port === listeners.adminPort ? '--admin-port or FACADE_ADMIN_PORT' : '--metrics-port or FACADE_METRICS_PORT';
-    const why = e.code === 'EADDRINUSE' ? 'the port is in use (another facade, or another process?)' : e.code === 'EACCES' ? 'permission denied' : 'no such address on this host';
-    console.error(`Cannot listen on ${String(e.address)}:${String(e.port)}: ${why}. Choose another with ${which}.`);
+    const failure = listenFailure(err, [
+      [listeners.port, '--port or FACADE_PORT'],
+      [listeners.adminPort, '--admin-port or FACADE_ADMIN_PORT'],
+      [listeners.metricsPort, '--metrics-port or FACADE_METRICS_PORT'],
+    ]);
+    if (!failure) throw err;
+    console.error(failure);
     process.exit(2);
   }
   logger.info(

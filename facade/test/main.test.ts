@@ -118,7 +118,7 @@ describe('npm run facade', () => {
       child.stderr.on('data', (c) => (stderr += c));
       const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
       expect(code).toBe(2);
-      expect(stderr).toContain(`Cannot listen on 127.0.0.1:${port}: the port is in use (another facade, or another process?). Choose another with ${setting}.`);
+      expect(stderr).toContain(`Cannot listen on 127.0.0.1:${port}: the port is in use (another copy of this process, or another program?). Choose another with ${setting}.`);
       expect(stderr).not.toMatch(/\n\s+at /);
     }
   }, 30_000);

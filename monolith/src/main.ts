@@ -1,12 +1,15 @@
-import { createDb, createLogger, ensureDatabase, listen, migrateLatest, migrationsDir, onShutdown, pgConnection, startTracing } from '@strangler/platform';
+import { createDb, createLogger, ensureDatabase, listen, exitAfterFailedStart, migrateLatest, migrationsDir, onShutdown, pgConnection, startTracing } from '@strangler/platform';
 import { createApp } from './app.ts';
 import { loadMonolithConfig } from './config.ts';
 import { FakePaymentProvider } from './payments/provider.ts';
 
 // Wiring only: config, database (created and migrated if needed), app, listen, shutdown.
 const logger = createLogger('monolith');
+// The listener's setting, for a port in use (listenFailure); known once the config loaded.
+let ports: Array<[number, string]> = [];
 try {
   const config = loadMonolithConfig();
+  ports = [[config.PORT, 'PORT (npm start: MONOLITH_PORT)']];
   const stopTracing = startTracing('monolith', logger);
   const connection = pgConnection(config, config.MONOLITH_DB);
   if (await ensureDatabase(connection, config.MONOLITH_DB)) logger.info({ database: config.MONOLITH_DB }, 'created database');
@@ -50,6 +53,5 @@ try {
     stopTracing,
   ]);
 } catch (err) {
-  logger.fatal({ err }, 'monolith failed to start');
-  process.exit(1);
+  exitAfterFailedStart(logger, err, ports, 'monolith');
 }

@@ -1,5 +1,5 @@
 import express from 'express';
-import { createDb, createLogger, createRegistry, healthRoutes, listen, metricsHandler, onShutdown, pgConnection, startTracing } from '@strangler/platform';
+import { createDb, createLogger, createRegistry, healthRoutes, listen, exitAfterFailedStart, metricsHandler, onShutdown, pgConnection, startTracing } from '@strangler/platform';
 import { loadSyncConfig } from './sync/config.ts';
 import { syncQueueName } from './sync/bind.ts';
 import { startMonolithSync } from './sync/consumer.ts';
@@ -7,8 +7,11 @@ import { observeSync } from './sync/metrics.ts';
 
 // Wiring only: config, database, the sync consumer, /healthz /readyz /metrics, shutdown.
 const logger = createLogger('monolith-sync');
+// The listener's setting, for a port in use (listenFailure); known once the config loaded.
+let ports: Array<[number, string]> = [];
 try {
   const config = loadSyncConfig();
+  ports = [[config.SYNC_METRICS_PORT, 'SYNC_METRICS_PORT']];
   const stopTracing = startTracing('monolith-sync', logger);
   const db = createDb(pgConnection(config, config.MONOLITH_DB), { applicationName: 'monolith-sync', pool: { max: config.SYNC_CONCURRENCY + 2 } });
   const { rows } = await db.raw<{ rows: Array<{ ready: boolean }> }>("select to_regclass('inbox') is not null and to_regclass('notifications') is not null as ready");
@@ -49,6 +52,5 @@ try {
   // channels (at most 2 s) while the metrics server closes; then the pool.
   onShutdown(logger, [() => Promise.all([consumer.stop(), server.close(1_000)]), () => db.destroy(), stopTracing]);
 } catch (err) {
-  logger.fatal({ err }, 'monolith sync consumer failed to start');
-  process.exit(1);
+  exitAfterFailedStart(logger, err, ports, 'monolith sync consumer');
 }

@@ -174,7 +174,13 @@ export class ResilientGrpcClient {
 /** Binds a server on host:port (0 = any free port) and returns the port. */
 export function bindGrpcServer(server: grpc.Server, port: number, host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, actual) => (err ? reject(err) : resolve(actual)));
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, actual) => {
+      if (!err) return resolve(actual);
+      // grpc-js folds the listen error into its message ("No address added ... [listen EADDRINUSE ...]"):
+      // carried as a code, address and port like a Node listen error (listenFailure).
+      const code = /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b/.exec(err.message)?.[1];
+      reject(code ? Object.assign(new Error(`gRPC server cannot listen on ${host}:${port}: ${err.message}`), { code, address: host, port }) : err);
+    });
   });
 }
 

@@ -205,3 +205,31 @@ export function onShutdown(logger: Logger, steps: Array<() => Promise<unknown>>,
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
 }
+
+/**
+ * Why a listener could not start, with the setting that moves it, for the errors an operator
+ * fixes by changing a port or address (`settings` maps each port tried to its setting); null for
+ * any other error. Servers say it and exit 2 rather than log a stack trace.
+ */
+export function listenFailure(err: unknown, settings: ReadonlyArray<readonly [port: number | null | undefined, setting: string]>): string | null {
+  const e = err as { code?: unknown; port?: unknown; address?: unknown };
+  const why = e?.code === 'EADDRINUSE' ? 'the port is in use (another copy of this process, or another program?)' : e?.code === 'EACCES' ? 'permission denied' : e?.code === 'EADDRNOTAVAIL' ? 'no such address on this host' : null;
+  if (!why) return null;
+  const setting = settings.find(([port]) => port === e.port)?.[1];
+  return `Cannot listen on ${String(e.address)}:${String(e.port)}: ${why}.${setting ? ` Choose another with ${setting}.` : ''}`;
+}
+
+
+/**
+ * Ends a server process whose start failed: a listener problem said in one line with the setting
+ * to change (exit 2), anything else logged as fatal with its stack (exit 1).
+ */
+export function exitAfterFailedStart(logger: Logger, err: unknown, ports: ReadonlyArray<readonly [port: number | null | undefined, setting: string]>, what: string): never {
+  const failure = listenFailure(err, ports);
+  if (failure) {
+    console.error(failure);
+    process.exit(2);
+  }
+  logger.fatal({ err }, `${what} failed to start`);
+  process.exit(1);
+}

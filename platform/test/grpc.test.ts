@@ -5,6 +5,8 @@ import {
   bindGrpcServer,
   currentContext,
   grpc,
+  listen,
+  listenFailure,
   runWithContext,
   shutdownGrpcServer,
   unary,
@@ -69,5 +71,22 @@ describe('ResilientGrpcClient', () => {
     const started = Date.now();
     await expect(client.call('say', { message: 'x' })).rejects.toMatchObject({ code: 'UNAVAILABLE', status: 503 });
     expect(Date.now() - started).toBeLessThan(50);
+  });
+});
+
+describe('a server whose port is taken', () => {
+  it('fails with the port and the setting to change, for gRPC as for HTTP (listenFailure)', async () => {
+    const grpcError = await startServer(first.port).catch((e: unknown) => e);
+    expect(grpcError).toMatchObject({ code: 'EADDRINUSE', address: '127.0.0.1', port: first.port });
+    expect(listenFailure(grpcError, [[first.port, 'GRPC_PORT']])).toBe(`Cannot listen on 127.0.0.1:${first.port}: the port is in use (another copy of this process, or another program?). Choose another with GRPC_PORT.`);
+
+    const taken = await listen(() => {}, 0);
+    try {
+      const httpError = await listen(() => {}, taken.port).catch((e: unknown) => e);
+      expect(listenFailure(httpError, [[taken.port, 'PORT']])).toMatch(new RegExp(`^Cannot listen on 127\\.0\\.0\\.1:${taken.port}: the port is in use .* Choose another with PORT\\.$`));
+    } finally {
+      await taken.close(100);
+    }
+    expect(listenFailure(new Error('something else'), [])).toBeNull();
   });
 });

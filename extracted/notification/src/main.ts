@@ -1,4 +1,4 @@
-import { createDb, createLogger, ensureDatabase, migrateLatest, migrationsDir, onShutdown, pgConnection, startTracing } from '@strangler/platform';
+import { createDb, createLogger, ensureDatabase, exitAfterFailedStart, migrateLatest, migrationsDir, onShutdown, pgConnection, startTracing } from '@strangler/platform';
 import { loadNotificationConfig } from './config.ts';
 import { FakeNotificationProvider } from './dispatch/provider.ts';
 import { startNotificationService } from './service.ts';
@@ -6,8 +6,14 @@ import { startNotificationService } from './service.ts';
 // Wiring only: config, database (created and migrated if needed), the service, shutdown.
 // Its outbox relay is a separate process: `npm run relay -- --db notification_svc`.
 const logger = createLogger('notification');
+// The listeners' settings, for a port in use (listenFailure); known once the config loaded.
+let ports: Array<[number, string]> = [];
 try {
   const config = loadNotificationConfig();
+  ports = [
+    [config.PORT, 'PORT (npm start: NOTIFICATION_PORT)'],
+    [config.GRPC_PORT, 'GRPC_PORT (npm start: NOTIFICATION_GRPC_PORT)'],
+  ];
   const stopTracing = startTracing('notification', logger);
   const connection = pgConnection(config, config.NOTIFICATION_SVC_DB);
   if (await ensureDatabase(connection, config.NOTIFICATION_SVC_DB)) logger.info({ database: config.NOTIFICATION_SVC_DB }, 'created database');
@@ -37,6 +43,5 @@ try {
   // then 2 s to close channels); then the pool closes.
   onShutdown(logger, [() => service.stop(), () => db.destroy(), stopTracing]);
 } catch (err) {
-  logger.fatal({ err }, 'notification service failed to start');
-  process.exit(1);
+  exitAfterFailedStart(logger, err, ports, 'notification service');
 }
