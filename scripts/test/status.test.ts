@@ -70,7 +70,13 @@ describe('strangler status', () => {
 
   it('exits 1 when a database or the broker cannot be read, and says which', async () => {
     const text = await runStatus(false, { overrides: { NOTIFICATION_SVC_DB: 'no_such_database_here' }, exitCode: 1 });
-    expect(text).toMatch(/no_such_database_here\s+unreachable: .*does not exist/);
+    expect(text).toMatch(/no_such_database_here\s+unreachable: database "no_such_database_here" does not exist: check MONOLITH_DB and NOTIFICATION_SVC_DB/);
+    expect(text).toMatch(/Backfills:\n(.*\n)*  no_such_database_here: unknown \(the database could not be read, above\)/);
+    // A name longer than the column widens it for every row.
+    const longName = 'no_such_database_with_a_long_name_here';
+    const wide = await runStatus(false, { overrides: { NOTIFICATION_SVC_DB: longName }, exitCode: 1 });
+    expect(wide).toContain(`  ${monolith.name.padEnd(longName.length)} `);
+    expect(wide).toMatch(new RegExp(`\\n  ${monolith.name} {${longName.length - monolith.name.length + 1}}\\d+ unpublished`));
     const report = JSON.parse(await runStatus(true, { overrides: { AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, exitCode: 1 }));
     expect(report.brokerError).toMatch(/ECONNREFUSED/);
   });

@@ -1,5 +1,5 @@
 import { amqpEnv, closeAmqp, connectAmqp, createDb, loadConfig, settlesWithin, withTimeout, type ChannelModel, type Knex } from '@strangler/platform';
-import { UsageError, type Command } from '../cli.ts';
+import { describeFailure, UsageError, type Command } from '../cli.ts';
 import { databases, type DatabaseEntry } from '../databases.ts';
 import { extractions } from '../extractions/index.ts';
 
@@ -38,7 +38,7 @@ async function outboxStatus(db: DatabaseEntry, timeoutMs: number): Promise<{ out
   try {
     return await withTimeout(outboxQueries(db, knex), timeoutMs, `the database did not answer within ${timeoutMs / 1_000} s`);
   } catch (err) {
-    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, refused: { count: 0, first: [] }, error: (err as Error).message }, backfills: [] };
+    return { outbox: { database: db.name, unpublished: null, oldestUnpublishedSeconds: null, unroutable: {}, refused: { count: 0, first: [] }, error: describeFailure(err) }, backfills: [] };
   } finally {
     await settlesWithin(knex.destroy(), 1_000); // a statement still waiting holds it up
   }
@@ -134,24 +134,27 @@ export const command: Command = {
       console.log(JSON.stringify(report));
     } else {
       console.log('Outboxes (unpublished events, age of the oldest):');
+      const w = Math.max(20, ...report.outboxes.map((o) => o.database.length));
       for (const o of report.outboxes) {
-        console.log(`  ${o.database.padEnd(20)} ${o.error ? `unreachable: ${o.error}` : `${o.unpublished} unpublished${o.oldestUnpublishedSeconds === null ? '' : `, oldest ${o.oldestUnpublishedSeconds}s`}`}`);
+        console.log(`  ${o.database.padEnd(w)} ${o.error ? `unreachable: ${o.error}` : `${o.unpublished} unpublished${o.oldestUnpublishedSeconds === null ? '' : `, oldest ${o.oldestUnpublishedSeconds}s`}`}`);
         const held = Object.entries(o.unroutable);
         if (held.length) {
           const n = held.reduce((sum, [, c]) => sum + c, 0);
-          console.log(`  ${''.padEnd(20)} of which ${n} held because no queue is bound for ${held.map(([t, c]) => `${t} (${c})`).join(', ')}:`);
-          console.log(`  ${''.padEnd(20)} expected until a consumer of these events is deployed; the relay retries them after 2 s, 4 s, 8 s ... then every minute`);
+          console.log(`  ${''.padEnd(w)} of which ${n} held because no queue is bound for ${held.map(([t, c]) => `${t} (${c})`).join(', ')}:`);
+          console.log(`  ${''.padEnd(w)} expected until a consumer of these events is deployed; the relay retries them after 2 s, 4 s, 8 s ... then every minute`);
         }
         if (o.refused.count) {
-          console.log(`  ${''.padEnd(20)} of which ${o.refused.count} refused (retried after 2 s, 4 s, 8 s ... then every minute; fix or remove them, MIGRATION.md "Operate"), first:`);
-          for (const r of o.refused.first) console.log(`  ${''.padEnd(20)}   seq ${r.seq} ${r.eventType.length > 60 ? `${r.eventType.slice(0, 60)}...` : r.eventType}: ${r.error}`);
+          console.log(`  ${''.padEnd(w)} of which ${o.refused.count} refused (retried after 2 s, 4 s, 8 s ... then every minute; fix or remove them, MIGRATION.md "Operate"), first:`);
+          for (const r of o.refused.first) console.log(`  ${''.padEnd(w)}   seq ${r.seq} ${r.eventType.length > 60 ? `${r.eventType.slice(0, 60)}...` : r.eventType}: ${r.error}`);
         }
       }
       console.log('Queues (messages waiting, consumers):');
       if (brokerError) console.log(`  broker unreachable: ${brokerError}`);
       for (const q of queues) console.log(`  ${q.queue.padEnd(28)} ${q.error ? `unreadable: ${q.error}` : q.messages === null ? 'not declared yet' : `${q.messages} waiting, ${q.consumers} consumer(s)`}`);
       console.log('Backfills:');
-      if (!report.backfills.length) console.log('  none run yet');
+      const unread = report.outboxes.filter((o) => o.error).map((o) => o.database);
+      if (!report.backfills.length && !unread.length) console.log('  none run yet');
+      for (const database of unread) console.log(`  ${database}: unknown (the database could not be read, above)`);
       for (const b of report.backfills) console.log(`  ${`${b.database}/${b.spec}`.padEnd(34)} ${b.done ? 'complete' : 'in progress'}, ${b.copied} rows, ${b.updatedAt}`);
       const parked = queues.filter((q) => q.queue.endsWith('.dead') && (q.messages ?? 0) > 0);
       for (const p of parked) console.log(`\n${p.messages} parked message(s) in ${p.queue}: inspect with \`npm run strangler -- parked ${p.queue.replace(/\.dead$/, '')}\`.`);
