@@ -104,7 +104,7 @@ export function startTracing(serviceName: string, logger: Logger, env: NodeJS.Pr
     .merge(detectResources({ detectors: [envDetector] }));
   provider = new BasicTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url }))] });
   tracer = provider.getTracer('strangler');
-  logger.info({ url, service: resource.attributes['service.name'] }, 'exporting OpenTelemetry spans');
+  logger.info({ url, otelServiceName: resource.attributes['service.name'] }, 'exporting OpenTelemetry spans');
   return stopTracing;
 }
 

@@ -19,7 +19,7 @@ export const command: Command = {
     const { AMQP_URL: amqpUrl } = loadConfig(amqpEnv);
     if (values.replay) {
       const { replayed, remaining } = await replayParked({ amqpUrl, queue, limit, id: values.id as string | undefined });
-      for (const m of replayed) console.log(`replayed ${m.id} ${m.type} ${m.aggregateType ?? '?'}/${m.aggregateId ?? '?'} v${m.aggregateVersion ?? '?'}`);
+      for (const m of replayed) console.log(`replayed ${m.id} ${m.type} ${aggregateOf(m)}`);
       console.log(`${replayed.length} replayed to ${queue}.events, ${remaining} still parked`);
       if (values.id !== undefined && !replayed.length) {
         console.error(`No parked message with id ${values.id as string} in ${queue}.dead.`);
@@ -29,9 +29,15 @@ export const command: Command = {
     }
     const { total, messages } = await listParked({ amqpUrl, queue, limit });
     for (const m of messages) {
-      console.log(`${m.id}  ${m.type}  ${m.aggregateType ?? '?'}/${m.aggregateId ?? '?'} v${m.aggregateVersion ?? '?'}  attempts=${m.attempts}  parked=${m.parkedAt ?? '?'}\n    ${m.error}`);
+      console.log(`${m.id}  ${m.type}  ${aggregateOf(m)}  attempts=${m.attempts}  parked=${m.parkedAt ?? '?'}\n    ${m.error}`);
     }
     console.log(`${total} parked in ${queue}.dead${messages.length < total ? ` (showing ${messages.length})` : ''}`);
     return 0;
   },
 };
+
+/** `order/o-1 v3`, or what a message without the aggregate headers (not written by a relay) lacks. */
+function aggregateOf(m: { aggregateType?: string | null; aggregateId?: string | null; aggregateVersion?: number | null }): string {
+  if (m.aggregateType == null && m.aggregateId == null && m.aggregateVersion == null) return '(no aggregate headers)';
+  return `${m.aggregateType ?? '?'}/${m.aggregateId ?? '?'} v${m.aggregateVersion ?? '?'}`;
+}
