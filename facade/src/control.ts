@@ -146,7 +146,7 @@ async function adminServes(target: AdminTarget, file: string): Promise<boolean> 
     // A token the facade refuses is a mistake to report, not a reason to edit the file behind its back.
     const status = (err as { status?: unknown }).status;
     if (status === 401 || status === 403) {
-      throw new ControlUsageError(`The admin API at ${target.adminUrl} refused STRANGLER_ADMIN_TOKEN (${status}): set the token the facade runs with, or unset STRANGLER_ADMIN_TOKEN to edit ${file} directly.`);
+      throw new ControlUsageError(`The admin API at ${target.adminUrl} refused STRANGLER_ADMIN_TOKEN (${status}), so it could not be asked whether it serves ${file}: set the token the facade runs with, or unset STRANGLER_ADMIN_TOKEN to edit the file directly.`);
     }
     return false;
   }

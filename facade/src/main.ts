@@ -2,7 +2,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { createLogger, listenFailure, loadConfig, onShutdown, port, repoRoot, startTracing } from '@strangler/platform';
+import { createLogger, exitAfterFailedStart, loadConfig, onShutdown, port, repoRoot, startTracing } from '@strangler/platform';
 import { createFacade } from './facade.ts';
 import { RouteTableError } from './routes/load.ts';
 import { listenFacade } from './server.ts';
@@ -115,14 +115,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     running = await listenFacade(facade, listeners);
   } catch (err) {
-    const failure = listenFailure(err, [
+    exitAfterFailedStart(logger, err, [
       [listeners.port, '--port or FACADE_PORT'],
       [listeners.adminPort, '--admin-port or FACADE_ADMIN_PORT'],
       [listeners.metricsPort, '--metrics-port or FACADE_METRICS_PORT'],
-    ]);
-    if (!failure) throw err;
-    console.error(failure);
-    process.exit(2);
+    ], 'facade');
   }
   logger.info(
     {

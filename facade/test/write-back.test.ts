@@ -229,7 +229,7 @@ describe('route file write-back', () => {
     const before = await readFile(other.file, 'utf8');
     await expect(
       flipRoute({ routeId: 'notifications.send', patch: { serve: 'notification' }, why: 'promote', routesFile: other.file, auditFile: other.auditFile, adminUrl: running.admin!.url, adminToken: 'not-the-token-at-all' }),
-    ).rejects.toThrow(/admin API at .* refused STRANGLER_ADMIN_TOKEN \(401\): set the token the facade runs with, or unset STRANGLER_ADMIN_TOKEN/);
+    ).rejects.toThrow(/admin API at .* refused STRANGLER_ADMIN_TOKEN \(401\), so it could not be asked whether it serves .*: set the token the facade runs with, or unset STRANGLER_ADMIN_TOKEN/);
     expect(await readFile(other.file, 'utf8')).toBe(before);
   });
 });

@@ -149,5 +149,7 @@ describe('gRPC transport configuration', () => {
       }),
     );
     expect(() => loadMonolithConfig({ NOTIFICATION_TRANSPORT: 'grpc', NOTIFICATION_GRPC_DEADLINE_MS: '5000', NOTIFICATION_GRPC_ATTEMPTS: '3' })).toThrow(/more than the 9 s shutdown allows/);
+    // In-process too: its forwarder sends what a grpc period left queued.
+    expect(() => loadMonolithConfig({ NOTIFICATION_TRANSPORT: 'in-process', NOTIFICATION_GRPC_DEADLINE_MS: '5000', NOTIFICATION_GRPC_ATTEMPTS: '3' })).toThrow(/more than the 9 s shutdown allows/);
   });
 });

@@ -179,7 +179,7 @@ export function bindGrpcServer(server: grpc.Server, port: number, host = '127.0.
       // grpc-js folds the listen error into its message ("No address added ... [listen EADDRINUSE ...]"):
       // carried as a code, address and port like a Node listen error (listenFailure).
       const code = /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b/.exec(err.message)?.[1];
-      reject(code ? Object.assign(new Error(`gRPC server cannot listen on ${host}:${port}: ${err.message}`), { code, address: host, port }) : err);
+      reject(code ? Object.assign(new Error(`gRPC server cannot listen on ${host}:${port}: ${err.message}`), { code, syscall: 'listen', address: host, port }) : err);
     });
   });
 }

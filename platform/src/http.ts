@@ -212,7 +212,9 @@ export function onShutdown(logger: Logger, steps: Array<() => Promise<unknown>>,
  * any other error. Servers say it and exit 2 rather than log a stack trace.
  */
 export function listenFailure(err: unknown, settings: ReadonlyArray<readonly [port: number | null | undefined, setting: string]>): string | null {
-  const e = err as { code?: unknown; port?: unknown; address?: unknown };
+  const e = err as { code?: unknown; port?: unknown; address?: unknown; syscall?: unknown };
+  // Only a listen: the same codes from connecting to a database or reading a file are other failures.
+  if (e?.syscall !== 'listen') return null;
   const why = e?.code === 'EADDRINUSE' ? 'the port is in use (another copy of this process, or another program?)' : e?.code === 'EACCES' ? 'permission denied' : e?.code === 'EADDRNOTAVAIL' ? 'no such address on this host' : null;
   if (!why) return null;
   const setting = settings.find(([port]) => port === e.port)?.[1];

@@ -77,7 +77,7 @@ describe('ResilientGrpcClient', () => {
 describe('a server whose port is taken', () => {
   it('fails with the port and the setting to change, for gRPC as for HTTP (listenFailure)', async () => {
     const grpcError = await startServer(first.port).catch((e: unknown) => e);
-    expect(grpcError).toMatchObject({ code: 'EADDRINUSE', address: '127.0.0.1', port: first.port });
+    expect(grpcError).toMatchObject({ code: 'EADDRINUSE', syscall: 'listen', address: '127.0.0.1', port: first.port });
     expect(listenFailure(grpcError, [[first.port, 'GRPC_PORT']])).toBe(`Cannot listen on 127.0.0.1:${first.port}: the port is in use (another copy of this process, or another program?). Choose another with GRPC_PORT.`);
 
     const taken = await listen(() => {}, 0);
@@ -88,5 +88,7 @@ describe('a server whose port is taken', () => {
       await taken.close(100);
     }
     expect(listenFailure(new Error('something else'), [])).toBeNull();
+    // The same code from anything but a listen (connecting to a database's socket, say) is not a listener problem.
+    expect(listenFailure(Object.assign(new Error('connect EACCES /var/run/postgresql/.s.PGSQL.5432'), { code: 'EACCES', syscall: 'connect' }), [])).toBeNull();
   });
 });

@@ -64,23 +64,29 @@ export async function main(argv: string[]): Promise<number> {
 
 /**
  * A failure's message, with what to do for the ones a wrong setting or a missing step causes.
- * knex puts the statement in front of a database error's message: left out here, it buries the
- * reason under a screen of SQL.
+ * Other messages are left whole.
  */
 export function describeFailure(err: unknown): string {
-  const e = err as { message?: unknown; code?: unknown; severity?: unknown; address?: unknown; port?: unknown };
-  let message = String(e?.message ?? err);
-  if (typeof e?.severity === 'string' && message.includes(' - ')) message = message.slice(message.lastIndexOf(' - ') + 3);
-  switch (e?.code) {
+  type Failure = { message?: unknown; code?: unknown; address?: unknown; port?: unknown; errors?: Failure[] };
+  const e = (err ?? {}) as Failure;
+  // A connection to "localhost" tries each of its addresses: Node reports them in `errors`, under an empty message.
+  const attempts = [e, ...(Array.isArray(e.errors) ? e.errors : [])];
+  const message = String(e.message || attempts.map((a) => a.message).filter(Boolean).join('; ') || err);
+  switch (e.code) {
     case '3D000':
       return `${message}: check MONOLITH_DB and NOTIFICATION_SVC_DB (and PGHOST, PGPORT), or create the database and run "npm run strangler -- migrate".`;
-    case '42P01':
-      return `${message}: the database is not migrated; run "npm run strangler -- migrate" (or start its owner once, which migrates it).`;
+    case '42P01': {
+      // knex puts the whole statement in front of the reason.
+      const reason = /relation "[^"]*" does not exist$/.exec(message)?.[0] ?? message;
+      return `${reason}: the database is not migrated; run "npm run strangler -- migrate" (or start its owner once, which migrates it).`;
+    }
     case '28000':
     case '28P01':
       return `${message}: check PGUSER and PGPASSWORD.`;
-    case 'ECONNREFUSED':
-      return `${message}: nothing listens at ${String(e.address)}:${String(e.port)}; is the server running, and are PGHOST/PGPORT or AMQP_URL right?`;
+    case 'ECONNREFUSED': {
+      const where = attempts.filter((a) => a.address).map((a) => `${String(a.address)}:${String(a.port)}`);
+      return `${message}: nothing listens${where.length ? ` at ${[...new Set(where)].join(' or ')}` : ''}; is the server running, and are PGHOST/PGPORT or AMQP_URL right?`;
+    }
     default:
       return message;
   }

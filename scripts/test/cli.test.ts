@@ -1,6 +1,8 @@
+import net from 'node:net';
+import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createTestDatabase } from '@strangler/platform/testing';
-import { main } from '../src/cli.ts';
+import { describeFailure, main } from '../src/cli.ts';
 
 // A database with no tables at all (the template every test database is made from is migrated).
 const empty = await createTestDatabase('monolith');
@@ -39,5 +41,19 @@ describe('strangler failures caused by a setting or a missing step', () => {
     expect(code).toBe(1);
     expect(err).toMatch(/^strangler verify failed: relation "\w+" does not exist: the database is not migrated; run "npm run strangler -- migrate"/);
     expect(err).not.toMatch(/select/i);
+  });
+});
+
+describe('describeFailure', () => {
+  it('leaves a message it has no advice for whole, and names every address a refused connection tried', async () => {
+    expect(describeFailure(Object.assign(new Error('select 1 - 2 - invalid input syntax for type integer: "1 - 2"'), { code: '22P02' }))).toBe('select 1 - 2 - invalid input syntax for type integer: "1 - 2"');
+    // A real refused connection to "localhost", which may resolve to several addresses.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const client = new pg.Client({ host: 'localhost', port, user: 'postgres', database: 'postgres' });
+    const refused = await client.connect().then(() => null, (e: unknown) => e);
+    expect(describeFailure(refused)).toMatch(new RegExp(`ECONNREFUSED.*: nothing listens at (\\S+:${port})( or \\S+:${port})*; is the server running`));
   });
 });

@@ -34,12 +34,22 @@ export async function ensureCheckpointTable(target: Knex): Promise<void> {
   await target.raw('alter table strangler_backfill add column if not exists source text');
 }
 
-/** The database a checkpoint was taken from: its name, and its host and port where the server tells them. */
+/**
+ * The database a checkpoint was taken from: its name and its cluster's system identifier, the same
+ * however the server is reached (a port forward, a compose network, ::1 or 127.0.0.1). Where the
+ * role may not read the identifier, the server's address stands in for it.
+ */
 async function sourceDatabase(source: Knex): Promise<string> {
-  const { rows } = await source.raw<{ rows: Array<{ name: string }> }>(
-    `select current_database() || coalesce(' on ' || host(inet_server_addr()) || ':' || inet_server_port(), '') as name`,
-  );
-  return rows[0]!.name;
+  try {
+    const { rows } = await source.raw<{ rows: Array<{ name: string }> }>(`select current_database() || ' (cluster ' || system_identifier || ')' as name from pg_control_system()`);
+    return rows[0]!.name;
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== '42501') throw err; // permission denied: fall back
+    const { rows } = await source.raw<{ rows: Array<{ name: string }> }>(
+      `select current_database() || coalesce(' on ' || host(inet_server_addr()) || ':' || inet_server_port(), '') as name`,
+    );
+    return rows[0]!.name;
+  }
 }
 
 /**
@@ -55,8 +65,8 @@ async function sourceDatabase(source: Knex): Promise<string> {
  * Resumable: after each batch the last key is checkpointed in the target database in the same
  * transaction as the batch's upsert. A re-run continues after it (with a new snapshot: rows
  * before the checkpoint that changed meanwhile arrive as events). A re-run after a backfill that
- * completed starts a new pass (rows written to the monolith without events since, a bulk load
- * say, are copied; the rest are skipped as up to date), and `restart: true` starts over whatever
+ * completed starts a new pass (rows whose version is higher than the service's are copied, those
+ * a bulk load wrote without events say; the rest are skipped as up to date), and `restart: true` starts over whatever
  * the checkpoint says. A checkpoint records the source database it was taken from: resuming it
  * from another one would skip that database's rows below the checkpoint, so it is refused.
  */
