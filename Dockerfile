@@ -1,5 +1,5 @@
 # One image for every Strangler process; docker-compose.yml picks the entry point per service.
-FROM node:20-bookworm-slim
+FROM node:20.20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./

@@ -115,6 +115,15 @@ describe('docker-compose.yml', () => {
   it('starts each relay only after the consumers of what it publishes are up (their queues bound)', () => {
     expect(Object.keys(services['relay-monolith']!.depends_on!)).toContain('notification');
     expect(Object.keys(services['relay-notification']!.depends_on!)).toContain('monolith-sync');
+    // Healthy means ready: /healthz answers before the consumer, which connects in the background, has bound its queue.
+    for (const consumer of ['notification', 'monolith-sync']) expect(JSON.stringify(services[consumer]!.healthcheck)).toMatch(/\/readyz'/);
+  });
+
+  it('gives the token secret and the database password only to the processes that read them', () => {
+    const withSecret = Object.entries(services).filter(([, s]) => s.environment && 'AUTH_TOKEN_SECRET' in s.environment).map(([n]) => n);
+    expect(withSecret.sort()).toEqual(['monolith', 'notification']);
+    expect(services.facade!.environment).not.toHaveProperty('PGPASSWORD');
+    expect(services.postgres!.healthcheck).toMatchObject({ test: ['CMD-SHELL', expect.stringContaining('-h 127.0.0.1')] });
   });
 
   it('gives the facade a valid table with the routes of facade/routes.yaml and compose service names as upstreams', async () => {
