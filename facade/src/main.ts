@@ -67,7 +67,13 @@ export async function main(argv: string[]): Promise<void> {
     console.error(`${(err as Error).message}\n\nUsage: ${USAGE}`);
     process.exit(2);
   }
-  const cfg = loadConfig(env);
+  let cfg;
+  try {
+    cfg = loadConfig(env);
+  } catch (err) {
+    console.error((err as Error).message); // a ConfigError: every problem, each saying what to set
+    process.exit(2);
+  }
   let portArg: number | undefined;
   let adminPortArg: number | undefined;
   let metricsPortArg: number | undefined;

@@ -11,6 +11,16 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/** Settings whose values are secrets: tokens, passwords, keys. */
+const SECRET_NAME = /TOKEN|SECRET|PASSWORD|KEY/;
+
+/** A rejected value as an error shows it: a secret by its length only, a URL without its password. */
+function shownValue(key: string, value: string | undefined): string {
+  if (value === undefined) return '""';
+  if (SECRET_NAME.test(key)) return `<${value.length} characters, not shown>`;
+  return JSON.stringify(value.replace(/(\/\/[^:/@]*:)[^@/]*@/, '$1***@'));
+}
+
 /**
  * Validates the environment variables named by `shape` once: applies defaults, reports every
  * problem in one ConfigError, and returns a frozen object. Empty strings count as unset.
@@ -28,7 +38,8 @@ export function loadConfig<S extends z.ZodRawShape>(shape: S, env: Env = process
     throw new ConfigError(
       result.error.issues.map((issue) => {
         const key = issue.path.join('.');
-        return `${key}=${JSON.stringify(input[key] ?? '')}: ${issue.message}`;
+        // Secrets stay out of the message, and so out of logs.
+        return `${key}=${shownValue(key, input[key])}: ${issue.message}`;
       }),
     );
   }

@@ -223,11 +223,11 @@ export function listenFailure(err: unknown, settings: ReadonlyArray<readonly [po
 
 
 /**
- * Ends a server process whose start failed: a listener problem said in one line with the setting
- * to change (exit 2), anything else logged as fatal with its stack (exit 1).
+ * Ends a server process whose start failed: invalid configuration or a listener problem said
+ * plainly, with what to change (exit 2), anything else logged as fatal with its stack (exit 1).
  */
 export function exitAfterFailedStart(logger: Logger, err: unknown, ports: ReadonlyArray<readonly [port: number | null | undefined, setting: string]>, what: string): never {
-  const failure = listenFailure(err, ports);
+  const failure = (err as { code?: unknown })?.code === 'CONFIG_INVALID' ? (err as Error).message : listenFailure(err, ports);
   if (failure) {
     console.error(failure);
     process.exit(2);

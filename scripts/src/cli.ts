@@ -85,7 +85,7 @@ export function describeFailure(err: unknown): string {
       return `${message}: check PGUSER and PGPASSWORD.`;
     case 'ECONNREFUSED': {
       const where = attempts.filter((a) => a.address).map((a) => `${String(a.address)}:${String(a.port)}`);
-      return `${message}: nothing listens${where.length ? ` at ${[...new Set(where)].join(' or ')}` : ''}; is the server running, and are PGHOST/PGPORT or AMQP_URL right?`;
+      return `${message}: nothing listens${where.length ? ` at ${[...new Set(where)].join(' or ')}` : ''}; is the server running there (Postgres: PGHOST and PGPORT or DATABASE_URL; RabbitMQ: AMQP_URL)?`;
     }
     default:
       return message;

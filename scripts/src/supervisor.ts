@@ -15,7 +15,9 @@ export interface ProcessSpec {
  * Runs the stack's processes as children (node --import tsx), prefixing their output with their
  * name. A child that exits on its own is restarted with jittered backoff (up to 100 ms, 200 ms,
  * ... capped at 10 s); one that keeps failing fast five times in a row stops the whole stack,
- * since something (config, a port) needs fixing. `stop()` sends SIGTERM to every child and
+ * since something (config, a port) needs fixing. A child that exits 2 soon after its start (the
+ * processes' code for a setting to fix: invalid configuration, a port in use, a database that
+ * does not exist) stops it at once: a restart would only print the same message again. `stop()` sends SIGTERM to every child and
  * waits for them (each exits within 10 s by contract; after 12 s it is killed).
  */
 export class Supervisor {
@@ -52,6 +54,10 @@ export class Supervisor {
           return;
         }
         const fastFail = Date.now() - startedAt < 10_000;
+        if (fastFail && code === 2) {
+          this.onFatal(`${spec.name} refused to start (exit 2): a setting needs fixing, see its message above.`);
+          return;
+        }
         const next = fastFail ? failures + 1 : 0;
         if (next >= 5) {
           this.onFatal(`${spec.name} exited ${signal ?? code} five times within seconds of starting; see its log above.`);

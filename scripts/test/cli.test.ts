@@ -54,6 +54,6 @@ describe('describeFailure', () => {
     await new Promise<void>((resolve) => probe.close(() => resolve()));
     const client = new pg.Client({ host: 'localhost', port, user: 'postgres', database: 'postgres' });
     const refused = await client.connect().then(() => null, (e: unknown) => e);
-    expect(describeFailure(refused)).toMatch(new RegExp(`ECONNREFUSED.*: nothing listens at (\\S+:${port})( or \\S+:${port})*; is the server running`));
+    expect(describeFailure(refused)).toMatch(new RegExp(`ECONNREFUSED.*: nothing listens at (\\S+:${port})( or \\S+:${port})*; is the server running there \\(Postgres: PGHOST and PGPORT`));
   });
 });

@@ -15,7 +15,7 @@ export async function outboxProblem(connection: PgConnection, database: string):
     await client.connect();
   } catch (err) {
     const code = (err as { code?: unknown }).code;
-    if (code === '3D000') return `Database "${database}" does not exist on ${connection.host}:${connection.port}: check --db (and PGHOST, PGPORT or DATABASE_URL).`;
+    if (code === '3D000') return `Database "${database}" does not exist on ${connection.host}:${connection.port}: check --db (and PGHOST, PGPORT or DATABASE_URL), or create and migrate it first ("npm run strangler -- migrate", or start its owner once).`;
     if (code === '28P01' || code === '28000') return `Postgres refused the relay's login to "${database}": ${(err as Error).message}. Check PGUSER and PGPASSWORD (or DATABASE_URL).`;
     return null;
   }

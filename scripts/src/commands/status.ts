@@ -126,7 +126,7 @@ export const command: Command = {
       Promise.all(dbs.map((db) => outboxStatus(db, timeoutMs))),
       brokerStatus(consumers, timeoutMs).then(
         (q) => void (queues = q),
-        (err: unknown) => void (brokerError = (err as Error).message),
+        (err: unknown) => void (brokerError = describeFailure(err)),
       ),
     ]);
     const report = { outboxes: results.map((r) => r.outbox), queues, backfills: results.flatMap((r) => r.backfills), brokerError };

@@ -32,6 +32,13 @@ export const command: Command = {
           if (r.differences > r.examples.length) console.log(`  ... and ${r.differences - r.examples.length} more`);
         }
         console.log(total ? `${total} difference(s) found.` : 'No differences.');
+        if (total) {
+          console.log(
+            `Rows missing in ${extraction.service}, or at an older version there, are copied by "npm run strangler -- backfill ${extraction.service}". ` +
+              'A row that differs at the same version, or one only the service has, was written on one side without an event (by hand, or past the outbox): ' +
+              "find that writer; backfill never overwrites a version the service already has.",
+          );
+        }
       }
       return total ? 1 : 0;
     } finally {
