@@ -145,7 +145,7 @@ describe('main.ts', () => {
   });
 
   it('refuses to start on invalid configuration, naming every problem', async () => {
-    await expect(startService({ PORT: 'abc', NOTIFICATION_MAX_ATTEMPTS: '0' })).rejects.toThrow(/exited with 1[\s\S]*PORT[\s\S]*NOTIFICATION_MAX_ATTEMPTS/);
+    await expect(startService({ PORT: 'abc', NOTIFICATION_MAX_ATTEMPTS: '0' })).rejects.toThrow(/exited with 2[\s\S]*PORT[\s\S]*NOTIFICATION_MAX_ATTEMPTS/);
   });
 });
 
