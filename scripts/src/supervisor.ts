@@ -17,8 +17,9 @@ export interface ProcessSpec {
  * ... capped at 10 s); one that keeps failing fast five times in a row stops the whole stack,
  * since something (config, a port) needs fixing. A child that exits 2 soon after its start (the
  * processes' code for a setting to fix: invalid configuration, a port in use, a database that
- * does not exist) stops it at once: a restart would only print the same message again. `stop()` sends SIGTERM to every child and
- * waits for them (each exits within 10 s by contract; after 12 s it is killed).
+ * does not exist) stops it at once: a restart would only print the same message again.
+ * `stop()` sends SIGTERM to every child and waits for them (each exits within 10 s by contract;
+ * after 12 s it is killed).
  */
 export class Supervisor {
   private readonly children = new Map<string, { child: ChildProcess; closed: Promise<void> }>();
