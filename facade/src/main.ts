@@ -105,7 +105,7 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof RouteTableError) {
       console.error(err.message);
-      process.exit(1);
+      process.exit(2); // a file to fix, like a setting: see Supervisor
     }
     throw err;
   }

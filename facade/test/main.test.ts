@@ -96,7 +96,7 @@ describe('npm run facade', () => {
     let stderr = '';
     child.stderr.on('data', (c) => (stderr += c));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(stderr).toContain('route "x" (routes[0]) field "serve": unknown upstream "nope": declare it under "upstreams" or use one of monolith');
   }, 20_000);
 
