@@ -87,8 +87,9 @@ export const defaultWho = () => `${os.userInfo().username}@${os.hostname()}`;
  * then audits it as a file edit when it reloads).
  */
 export async function flipRoute(o: { routeId: string; patch: RoutePatch; why: string; who?: string; routesFile?: string; auditFile?: string } & Partial<AdminTarget>): Promise<FlipResult> {
-  if (!o.why?.trim()) throw new ControlUsageError('--why "<reason>" is required: it goes to the audit log.');
-  if (o.why.trim().length < 3) throw new ControlUsageError(`--why "${o.why.trim()}" is too short: say why in a few words (at least 3 characters); it goes to the audit log.`);
+  const why = o.why?.trim();
+  if (!why) throw new ControlUsageError('--why "<reason>" is required: it goes to the audit log.');
+  if (why.length < 3) throw new ControlUsageError(`--why "${why}" is too short: say why in a few words (at least 3 characters); it goes to the audit log.`);
   const who = o.who ?? defaultWho();
   if (o.routesFile) {
     const file = path.resolve(o.routesFile);

@@ -71,8 +71,7 @@ export async function main(argv: string[]): Promise<void> {
   try {
     cfg = loadConfig(env);
   } catch (err) {
-    console.error((err as Error).message); // a ConfigError: every problem, each saying what to set
-    process.exit(2);
+    exitAfterFailedStart(logger, err, [], 'facade'); // a ConfigError: every problem, each saying what to set
   }
   let portArg: number | undefined;
   let adminPortArg: number | undefined;

@@ -221,7 +221,6 @@ export function listenFailure(err: unknown, settings: ReadonlyArray<readonly [po
   return `Cannot listen on ${String(e.address)}:${String(e.port)}: ${why}.${setting ? ` Choose another with ${setting}.` : ''}`;
 }
 
-
 /**
  * Ends a server process whose start failed: invalid configuration or a listener problem said
  * plainly, with what to change (exit 2), anything else logged as fatal with its stack (exit 1).

@@ -153,7 +153,8 @@ export const command: Command = {
       for (const q of queues) console.log(`  ${q.queue.padEnd(28)} ${q.error ? `unreadable: ${q.error}` : q.messages === null ? 'not declared yet' : `${q.messages} waiting, ${q.consumers} consumer(s)`}`);
       console.log('Backfills:');
       // Checkpoints live in the services' databases, never in the monolith's.
-      const unread = report.outboxes.filter((o) => o.error && o.database !== dbs.find((d) => d.owner === 'monolith')?.name).map((o) => o.database);
+      const monolithDb = dbs.find((d) => d.owner === 'monolith')?.name;
+      const unread = report.outboxes.filter((o) => o.error && o.database !== monolithDb).map((o) => o.database);
       if (!report.backfills.length && !unread.length) console.log('  none run yet');
       for (const database of unread) console.log(`  ${database}: unknown (the database could not be read, above)`);
       for (const b of report.backfills) console.log(`  ${`${b.database}/${b.spec}`.padEnd(34)} ${b.done ? 'complete' : 'in progress'}, ${b.copied} rows, ${b.updatedAt}`);
